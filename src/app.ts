@@ -1,0 +1,49 @@
+import Router from '@koa/router'
+import Koa, { type Context, type Next } from 'koa'
+import type { AppDeps } from './deps.js'
+import { MethodNotAllowed, NotFound } from './errors.js'
+import { renderErrors } from './http/error-handler.js'
+import { requestLog } from './http/request-log.js'
+import { mountDiscovery } from './routes/discovery.js'
+import { mountHealthz } from './routes/healthz.js'
+import { mountJwks } from './routes/jwks.js'
+import { mountToken } from './routes/token.js'
+import { mountUserinfo } from './routes/userinfo.js'
+
+export type { AppDeps }
+
+/** Turns the router's bare 404/405/501 answers into OAuth-style error bodies (keeping `Allow`). */
+async function unmatchedAsErrors(ctx: Context, next: Next) {
+  await next()
+  if (ctx.status === 405 || ctx.status === 501) {
+    throw new MethodNotAllowed(`${ctx.method} is not allowed here`, ctx.response.get('Allow').split(', ').filter(Boolean))
+  }
+  if (ctx.status === 404 && ctx.body === undefined) throw new NotFound('no such endpoint')
+}
+
+/**
+ * Builds the minigate HTTP application from explicit dependencies; it reads no environment and holds
+ * no global state, so tests build as many as they like.
+ *
+ * @example http.createServer(createApp(await buildDeps(config, { clock: systemClock, log })).callback())
+ */
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa()
+  app.silent = true
+  app.on('error', (error: unknown) => deps.log.error({ err: error }, 'error outside the request pipeline'))
+
+  const router = new Router()
+  mountDiscovery(router, deps)
+  mountJwks(router, deps)
+  mountToken(router, deps)
+  mountUserinfo(router, deps)
+  mountHealthz(router, deps)
+  if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
+
+  app.use(requestLog(deps.log))
+  app.use(renderErrors(deps.log))
+  app.use(unmatchedAsErrors)
+  app.use(router.routes())
+  app.use(router.allowedMethods())
+  return app
+}

@@ -1,0 +1,171 @@
+/**
+ * Every setting of minigate, its default, and the parsing of the environment.
+ *
+ * `defaults` is the one place where a default lives. `loadConfig(process.env)` turns the environment
+ * into a typed `Config` or throws a `ConfigError` whose one-line message names the variable.
+ */
+
+/** A WeChat mini-program registered with minigate: its appid is the OAuth `client_id`. */
+export interface WeChatApp {
+  appid: string
+  secret: string
+}
+
+export interface Config {
+  /** True when no WeChat credentials are configured: the simulator stands in for WeChat. */
+  development: boolean
+  production: boolean
+  port: number
+  host: string
+  issuer: string
+  dbFile: string
+  keysDir: string
+  apps: WeChatApp[]
+  wechatApiBase: string
+  /** Whether the WeChat simulator is mounted at `/_dev/wechat`. */
+  simulator: boolean
+  wechatTimeoutMs: number
+  audience: string
+  accessTtl: number
+  refreshTtl: number
+  idTokenTtl: number
+  jwksMaxAge: number
+  logLevel: string
+}
+
+/** The development app used when `WECHAT_APPS` is unset: it exists only in the simulator. */
+export const DEV_APP: WeChatApp = { appid: 'wx0000000000000dev', secret: 'development-secret-not-for-production' }
+
+export const defaults = {
+  /** TCP port of the HTTP server. */
+  port: 3000,
+  /** Interface to listen on; loopback so a development server is not reachable from the network. */
+  host: '127.0.0.1',
+  /** SQLite database file. */
+  dbFile: 'db/minigate.sqlite',
+  /** Folder of the private keys (signing keys and the session_key encryption key). */
+  keysDir: 'keys',
+  /** WeChat's server API. */
+  wechatApiBase: 'https://api.weixin.qq.com',
+  /** How long a WeChat API call may take before minigate gives up on it, in milliseconds. */
+  wechatTimeoutMs: 5000,
+  /** The `aud` of access tokens: the business services that accept them. */
+  audience: 'minigate-api',
+  /** Access token lifetime in seconds (15 minutes): short, since services verify offline. */
+  accessTtl: 15 * 60,
+  /** Refresh token lifetime in seconds (30 days). */
+  refreshTtl: 30 * 24 * 3600,
+  /** ID token lifetime in seconds (the client reads it right away). */
+  idTokenTtl: 15 * 60,
+  /** How long verifiers may cache the JWKS, in seconds. */
+  jwksMaxAge: 300,
+  /** pino log level. */
+  logLevel: 'info',
+} as const
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Env = Record<string, string | undefined>
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number between ${min} and ${max}, got "${raw}"`)
+  const value = Number(raw.trim())
+  if (value < min || value > max) throw new ConfigError(`${name} must be a whole number between ${min} and ${max}, got ${value}`)
+  return value
+}
+
+function httpUrl(env: Env, name: string, fallback: string): string {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(`${name} must be an absolute http(s) URL, got "${raw}"`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`)
+  if (url.search || url.hash) throw new ConfigError(`${name} must not have a query or fragment, got "${raw}"`)
+  return raw
+}
+
+function flag(env: Env, name: string): boolean {
+  const raw = (env[name] ?? '').trim().toLowerCase()
+  if (raw === '' || raw === '0' || raw === 'false' || raw === 'no' || raw === 'off') return false
+  if (raw === '1' || raw === 'true' || raw === 'yes' || raw === 'on') return true
+  throw new ConfigError(`${name} must be 1 or 0, got "${env[name]}"`)
+}
+
+const APPID = /^[A-Za-z0-9_-]{1,64}$/
+
+/** Parses `appid:secret,appid:secret`. The message of an error never repeats a secret. */
+export function parseApps(raw: string): WeChatApp[] {
+  const apps: WeChatApp[] = []
+  for (const [index, entry] of raw.split(',').entries()) {
+    const item = entry.trim()
+    const colon = item.indexOf(':')
+    const appid = colon === -1 ? item : item.slice(0, colon)
+    const secret = colon === -1 ? '' : item.slice(colon + 1)
+    if (!APPID.test(appid)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} must be appid:secret with a plain appid`)
+    if (secret === '' || /\s/.test(secret)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} (${appid}) has an empty or malformed secret`)
+    if (apps.some((app) => app.appid === appid)) throw new ConfigError(`WECHAT_APPS lists ${appid} twice`)
+    apps.push({ appid, secret })
+  }
+  return apps
+}
+
+/** Builds the configuration from environment variables, or throws a `ConfigError`. */
+export function loadConfig(env: Env): Config {
+  const production = env.NODE_ENV === 'production'
+  const port = integer(env, 'PORT', defaults.port, 0, 65535)
+  const host = env.HOST?.trim() || defaults.host
+  const issuer = httpUrl(env, 'MINIGATE_ISSUER', `http://localhost:${port}`)
+  const appsRaw = env.WECHAT_APPS?.trim() ?? ''
+  const apps = appsRaw === '' ? [] : parseApps(appsRaw)
+  const simulatorAsked = flag(env, 'MINIGATE_WECHAT_SIMULATOR')
+  const development = apps.length === 0
+
+  if (production && development) {
+    throw new ConfigError('WECHAT_APPS must be set when NODE_ENV=production (the WeChat simulator is for development only)')
+  }
+  if (production && simulatorAsked) {
+    throw new ConfigError('MINIGATE_WECHAT_SIMULATOR cannot be on when NODE_ENV=production')
+  }
+  const simulator = development || simulatorAsked
+  const loopback = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  const simulatorBase = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}/_dev/wechat`
+  const apiBaseSet = env.WECHAT_API_BASE !== undefined && env.WECHAT_API_BASE !== ''
+
+  const accessTtl = integer(env, 'MINIGATE_ACCESS_TTL', defaults.accessTtl, 30, 24 * 3600)
+  const refreshTtl = integer(env, 'MINIGATE_REFRESH_TTL', defaults.refreshTtl, 60, 365 * 24 * 3600)
+  if (refreshTtl <= accessTtl) throw new ConfigError(`MINIGATE_REFRESH_TTL (${refreshTtl}) must be longer than MINIGATE_ACCESS_TTL (${accessTtl})`)
+  const audience = env.MINIGATE_AUDIENCE?.trim() || defaults.audience
+
+  const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError(`MINIGATE_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`)
+  }
+
+  return {
+    development,
+    production,
+    port,
+    host,
+    issuer,
+    dbFile: env.MINIGATE_DB?.trim() || defaults.dbFile,
+    keysDir: env.MINIGATE_KEYS_DIR?.trim() || defaults.keysDir,
+    apps: development ? [DEV_APP] : apps,
+    wechatApiBase: apiBaseSet ? httpUrl(env, 'WECHAT_API_BASE', defaults.wechatApiBase) : simulator ? simulatorBase : defaults.wechatApiBase,
+    simulator,
+    wechatTimeoutMs: integer(env, 'WECHAT_TIMEOUT_MS', defaults.wechatTimeoutMs, 100, 60_000),
+    audience,
+    accessTtl,
+    refreshTtl,
+    idTokenTtl: defaults.idTokenTtl,
+    jwksMaxAge: defaults.jwksMaxAge,
+    logLevel,
+  }
+}

@@ -1,0 +1,67 @@
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely'
+
+/** Every timestamp is whole seconds since the Unix epoch. */
+export interface UserTable {
+  /** minigate's stable user id: the `sub` of every token. */
+  id: string
+  unionid: string | null
+  nickname: string | null
+  picture: string | null
+  phone_number: string | null
+  phone_country_code: string | null
+  phone_verified_at: number | null
+  disabled_at: number | null
+  created_at: number
+  updated_at: number
+}
+
+/** A user as seen by one mini-program: (appid, openid), with that app's newest session_key. */
+export interface WeChatIdentityTable {
+  id: Generated<number>
+  user_id: string
+  appid: string
+  openid: string
+  /** The session_key, AES-256-GCM encrypted with the data key from `keys/`. */
+  session_key_enc: string
+  session_key_updated_at: number
+  created_at: number
+}
+
+/** A login: the refresh-token family whose id is the `sid` claim. */
+export interface LoginSessionTable {
+  id: string
+  user_id: string
+  client_id: string
+  scope: string
+  created_at: number
+  last_used_at: number
+  revoked_at: number | null
+  revoked_reason: string | null
+}
+
+/** One refresh token. Only its SHA-256 is stored, never the token. */
+export interface RefreshTokenTable {
+  jti: string
+  session_id: string
+  token_hash: string
+  issued_at: number
+  expires_at: number
+  spent_at: number | null
+  revoked_at: number | null
+}
+
+export interface Database {
+  users: UserTable
+  wechat_identities: WeChatIdentityTable
+  login_sessions: LoginSessionTable
+  refresh_tokens: RefreshTokenTable
+}
+
+export type User = Selectable<UserTable>
+export type NewUser = Insertable<UserTable>
+export type UserUpdate = Updateable<UserTable>
+export type WeChatIdentity = Selectable<WeChatIdentityTable>
+export type LoginSession = Selectable<LoginSessionTable>
+export type NewLoginSession = Insertable<LoginSessionTable>
+export type RefreshToken = Selectable<RefreshTokenTable>
+export type NewRefreshToken = Insertable<RefreshTokenTable>

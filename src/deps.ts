@@ -1,0 +1,52 @@
+import type { Clock } from './clock.js'
+import type { Config } from './config.js'
+import { SpentCodes } from './grants/spent-codes.js'
+import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
+import { loadSecretBox, type SecretBox } from './keys/data-key.js'
+import { loadKeyStore, type KeyStore } from './keys/signing-keys.js'
+import type { Logger } from './log.js'
+import { createWeChatClient, type WeChatClient } from './wechat/client.js'
+import { createSimulator, type Simulator } from './wechat/simulator/index.js'
+
+/** Everything the app is built from. `createApp(deps)` reads nothing else: no globals, no environment. */
+export interface AppDeps {
+  config: Config
+  db: Db
+  keys: KeyStore
+  secretBox: SecretBox
+  wechat: WeChatClient
+  /** wx.login() codes already sent to WeChat. */
+  spentCodes: SpentCodes
+  clock: Clock
+  log: Logger
+  /** The WeChat simulator, when it is on: mounted at `/_dev/wechat`. */
+  simulator?: Simulator
+}
+
+/**
+ * Opens the database (migrating it), loads or generates the keys, and builds the WeChat client and
+ * simulator that `config` asks for. `main.ts` and the tests build their apps with it.
+ *
+ * @example const deps = await buildDeps(loadConfig(process.env), { clock: systemClock, log })
+ */
+export async function buildDeps(config: Config, options: { clock: Clock; log: Logger; fetch?: typeof fetch }): Promise<AppDeps> {
+  const keys = await loadKeyStore(config.keysDir, options.clock)
+  const secretBox = loadSecretBox(config.keysDir)
+  const db = openDatabase(config.dbFile)
+  try {
+    await migrateToLatest(db)
+  } catch (error) {
+    await db.destroy()
+    throw error
+  }
+  const wechat = createWeChatClient({
+    apiBase: config.wechatApiBase,
+    apps: config.apps,
+    timeoutMs: config.wechatTimeoutMs,
+    log: options.log,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  })
+  const deps: AppDeps = { config, db, keys, secretBox, wechat, spentCodes: new SpentCodes(), clock: options.clock, log: options.log }
+  if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
+  return deps
+}

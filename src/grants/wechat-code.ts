@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto'
+import { epochSeconds } from '../clock.js'
+import type { Trx } from '../db/connection.js'
+import { findIdentity, insertIdentity, updateSessionKey } from '../db/identities.js'
+import type { User } from '../db/schema.js'
+import { insertLoginSession } from '../db/sessions.js'
+import { findUserById, findUserByUnionid, insertUser, linkUnionid } from '../db/users.js'
+import type { AppDeps } from '../deps.js'
+import { AccessDenied, InvalidGrant, InvalidRequest } from '../errors.js'
+import type { Params } from '../http/body.js'
+import { issueTokens, type TokenResponse } from '../tokens/issue.js'
+import { randomId } from '../tokens/mint.js'
+import type { WeChatSession } from '../wechat/client.js'
+import { loginErrorFor, WeChatError } from '../wechat/errors.js'
+import { resolveClient } from './client.js'
+import { parseScope } from './scope.js'
+
+/** The extension grant (RFC 6749 §4.5) that trades a `wx.login()` code for tokens. */
+export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
+
+/** A wx.login() code as WeChat issues it: printable ASCII, never longer than 128 characters. */
+const CODE = /^[\x21-\x7e]{1,128}$/
+
+/** Checked before WeChat is called, so junk never costs an upstream request. */
+function validateCode(code: string | undefined): string {
+  if (code === undefined || code === '') throw new InvalidRequest('the code parameter is required')
+  if (!CODE.test(code)) throw new InvalidRequest('the code must be 1 to 128 printable ASCII characters')
+  return code
+}
+
+/** WeChat failures after which the code is still unspent, so the client may retry with it. */
+const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_error', 'bad_response'])
+
+/** Sends a code to WeChat at most once: a replay, even concurrent, is refused here. */
+async function code2Session(deps: AppDeps, appid: string, code: string): Promise<WeChatSession> {
+  if (!deps.spentCodes.claim(appid, code)) throw new InvalidGrant('the code was already used; call wx.login() again')
+  try {
+    return await deps.wechat.code2Session(appid, code)
+  } catch (error) {
+    if (error instanceof WeChatError) {
+      if (CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(appid, code)
+      throw loginErrorFor(error)
+    }
+    deps.spentCodes.release(appid, code)
+    throw error
+  }
+}
+
+/** For logs: the openid is personal data, a short hash still correlates lines. */
+export function openidHash(openid: string): string {
+  return createHash('sha256').update(openid).digest('base64url').slice(0, 12)
+}
+
+/**
+ * Finds the user of a WeChat identity (by appid + openid, else by unionid across apps) or creates one,
+ * and stores the newest session_key, encrypted.
+ */
+async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session: WeChatSession): Promise<{ user: User; created: boolean }> {
+  const now = epochSeconds(deps.clock)
+  const sealed = deps.secretBox.seal(session.sessionKey, `${appid}:${session.openid}`)
+  const identity = await findIdentity(trx, appid, session.openid)
+  if (identity) {
+    await updateSessionKey(trx, identity.id, sealed, now)
+    const user = (await findUserById(trx, identity.user_id)) as User
+    if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
+      return { user: { ...user, unionid: session.unionid, updated_at: now }, created: false }
+    }
+    return { user, created: false }
+  }
+  const linked = session.unionid ? await findUserByUnionid(trx, session.unionid) : undefined
+  const user =
+    linked ??
+    (await insertUser(trx, { id: randomId(), unionid: session.unionid, created_at: now, updated_at: now }))
+  await insertIdentity(trx, { userId: user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
+  return { user, created: linked === undefined }
+}
+
+/**
+ * `grant_type=urn:minigate:grant-type:wechat-code`: `code` from wx.login(), `client_id` (the appid),
+ * optional `scope`. WeChat is called once per code; every row of the login is written in one
+ * transaction after WeChat answered, so a failed call leaves nothing behind.
+ */
+export async function wechatCodeGrant(params: Params, deps: AppDeps): Promise<TokenResponse> {
+  const app = resolveClient(deps.config.apps, params.client_id)
+  const scope = parseScope(params.scope)
+  const code = validateCode(params.code)
+  const session = await code2Session(deps, app.appid, code)
+
+  return deps.db.transaction().execute(async (trx) => {
+    const { user, created } = await findOrCreateUser(trx, deps, app.appid, session)
+    if (user.disabled_at !== null) throw new AccessDenied('this user is disabled')
+    const now = epochSeconds(deps.clock)
+    const login = await insertLoginSession(trx, {
+      id: randomId(),
+      user_id: user.id,
+      client_id: app.appid,
+      scope,
+      created_at: now,
+      last_used_at: now,
+    })
+    const tokens = await issueTokens(trx, deps, login, user)
+    deps.log.info(
+      { event: 'login', sub: user.id, sid: login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: created },
+      'login',
+    )
+    return tokens
+  })
+}

@@ -1,0 +1,47 @@
+import type { Context, Next } from 'koa'
+import { findLoginSession } from '../db/sessions.js'
+import { findUserById } from '../db/users.js'
+import type { AppDeps } from '../deps.js'
+import { BearerRequired, InvalidRequest, InvalidToken } from '../errors.js'
+import type { AccessTokenClaims } from '../tokens/claims.js'
+import { TokenRejected, verifyAccessToken } from '../tokens/verify.js'
+
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+
+/**
+ * The access token of an RFC 6750 request, from the `Authorization` header only: a token in the URL
+ * (`?access_token=`) is refused, since URLs end up in logs and histories.
+ */
+export function readBearer(ctx: Context): string {
+  if (ctx.querystring.includes('access_token')) throw new InvalidRequest('access tokens must not be sent in the URL; use the Authorization header')
+  const header = ctx.get('Authorization')
+  if (header === '' || !/^Bearer(\s|$)/i.test(header)) throw new BearerRequired()
+  const match = BEARER.exec(header)
+  if (!match) throw new InvalidToken('the Authorization header is not a well-formed Bearer token')
+  return match[1] as string
+}
+
+/**
+ * Authenticates a request by its Bearer access token: verified as a service would (RS256, `typ`,
+ * `iss`, `aud`, `exp`), and then its login must still be live and its user enabled. Puts the claims
+ * and the user in `ctx.state`.
+ */
+export function requireAccessToken(deps: AppDeps) {
+  return async function authenticateBearer(ctx: Context, next: Next) {
+    const token = readBearer(ctx)
+    let claims: AccessTokenClaims
+    try {
+      claims = await verifyAccessToken(deps, token)
+    } catch (error) {
+      if (error instanceof TokenRejected) throw new InvalidToken(error.reason)
+      throw error
+    }
+    const session = await findLoginSession(deps.db, claims.sid)
+    if (!session || session.revoked_at !== null || session.user_id !== claims.sub) throw new InvalidToken('the login of this token has ended')
+    const user = await findUserById(deps.db, claims.sub)
+    if (!user || user.disabled_at !== null) throw new InvalidToken('the user of this token is disabled')
+    ctx.state.claims = claims
+    ctx.state.user = user
+    await next()
+  }
+}

@@ -1,0 +1,83 @@
+import { createServer, type Server } from 'node:http'
+import { pathToFileURL } from 'node:url'
+import { createApp } from './app.js'
+import { systemClock } from './clock.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { buildDeps, type AppDeps } from './deps.js'
+import { KeyFileError } from './keys/signing-keys.js'
+import { createLogger, type Logger } from './log.js'
+
+export interface Running {
+  server: Server
+  deps: AppDeps
+  url: string
+  /** Stops accepting connections, lets in-flight requests finish, then closes SQLite. */
+  close(): Promise<void>
+}
+
+function warnDevelopment(log: Logger, config: Config): void {
+  if (config.development) {
+    log.warn(
+      { appid: config.apps[0]?.appid, simulator: `${config.wechatApiBase}` },
+      '*** DEVELOPMENT MODE: no WECHAT_APPS configured; logins go to the built-in WeChat simulator, not to WeChat. Never expose this server. ***',
+    )
+  } else if (config.simulator) {
+    log.warn({ simulator: config.wechatApiBase }, '*** MINIGATE_WECHAT_SIMULATOR=1: the WeChat simulator is mounted at /_dev/wechat ***')
+  }
+}
+
+/**
+ * Starts minigate from environment variables: the one place that reads the environment and listens.
+ *
+ * @example const running = await start(process.env)
+ */
+export async function start(env: Record<string, string | undefined>, log?: Logger): Promise<Running> {
+  const config = loadConfig(env)
+  const logger = log ?? createLogger({ level: config.logLevel })
+  const deps = await buildDeps(config, { clock: systemClock, log: logger })
+  const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, createApp(deps).callback())
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(config.port, config.host, () => resolve())
+  })
+  warnDevelopment(logger, config)
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : config.port
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
+  logger.info({ listen: url, issuer: config.issuer, kid: deps.keys.active().kid }, 'minigate listening')
+
+  let closing: Promise<void> | undefined
+  return {
+    server,
+    deps,
+    url,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeIdleConnections()
+      }).then(() => deps.db.destroy())
+      return closing
+    },
+  }
+}
+
+async function main(): Promise<void> {
+  let running: Running
+  try {
+    running = await start(process.env)
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof KeyFileError) {
+      process.stderr.write(`minigate: ${error.message}\n`)
+      process.exit(1)
+    }
+    throw error
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      running.deps.log.info({ signal }, 'shutting down: finishing in-flight requests')
+      void running.close().then(() => process.exit(0))
+    })
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main()

@@ -1,0 +1,34 @@
+import type Router from '@koa/router'
+import type { AppDeps } from '../deps.js'
+import { SCOPES } from '../tokens/claims.js'
+import { grants } from './token.js'
+
+/** An endpoint's absolute URL under the issuer. */
+export function endpoint(issuer: string, path: string): string {
+  return `${issuer.replace(/\/+$/, '')}${path}`
+}
+
+/** `GET /.well-known/openid-configuration`: RFC 8414 / OpenID Connect Discovery metadata. */
+export function mountDiscovery(router: Router, deps: AppDeps): void {
+  const { issuer } = deps.config
+  const metadata = JSON.stringify({
+    issuer,
+    jwks_uri: endpoint(issuer, '/.well-known/jwks.json'),
+    token_endpoint: endpoint(issuer, '/token'),
+    userinfo_endpoint: endpoint(issuer, '/userinfo'),
+    grant_types_supported: Object.keys(grants),
+    // Mini-programs are public clients: they authenticate with nothing but their client_id.
+    token_endpoint_auth_methods_supported: ['none'],
+    // There is no authorization endpoint: every login is the wechat-code grant at the token endpoint.
+    response_types_supported: [],
+    scopes_supported: [...SCOPES],
+    subject_types_supported: ['public'],
+    id_token_signing_alg_values_supported: ['RS256'],
+    claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'auth_time', 'sid', 'nickname', 'picture', 'phone_number', 'phone_number_verified', 'updated_at'],
+  })
+  router.get('/.well-known/openid-configuration', function discovery(ctx) {
+    ctx.set('Cache-Control', `public, max-age=${deps.config.jwksMaxAge}`)
+    ctx.type = 'application/json'
+    ctx.body = metadata
+  })
+}

@@ -1,0 +1,19 @@
+import type Router from '@koa/router'
+import { sql } from 'kysely'
+import type { AppDeps } from '../deps.js'
+
+/** `GET /healthz`: 200 when the database answers and a signing key is loaded, else 503. */
+export function mountHealthz(router: Router, deps: AppDeps): void {
+  router.get('/healthz', async function healthz(ctx) {
+    ctx.set('Cache-Control', 'no-store')
+    try {
+      await sql`select 1`.execute(deps.db)
+      deps.keys.active()
+      ctx.body = { status: 'ok' }
+    } catch (error) {
+      deps.log.error({ err: error }, 'health check failed')
+      ctx.status = 503
+      ctx.body = { status: 'unavailable' }
+    }
+  })
+}

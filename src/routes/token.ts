@@ -1,0 +1,32 @@
+import type Router from '@koa/router'
+import type { Context, Next } from 'koa'
+import type { AppDeps } from '../deps.js'
+import { UnsupportedGrantType } from '../errors.js'
+import { parseParams, required, type Params } from '../http/body.js'
+import { WECHAT_CODE_GRANT, wechatCodeGrant } from '../grants/wechat-code.js'
+import type { TokenResponse } from '../tokens/issue.js'
+
+type Grant = (params: Params, deps: AppDeps) => Promise<TokenResponse>
+
+/** The grants `/token` accepts, by `grant_type`. Discovery lists these keys. */
+export const grants: Record<string, Grant> = {
+  [WECHAT_CODE_GRANT]: wechatCodeGrant,
+}
+
+/** RFC 6749 §5.1: token responses, and their errors, are never cached. */
+async function noStore(ctx: Context, next: Next) {
+  ctx.set('Cache-Control', 'no-store')
+  ctx.set('Pragma', 'no-cache')
+  await next()
+}
+
+/** `POST /token`: dispatches on `grant_type`. */
+export function mountToken(router: Router, deps: AppDeps): void {
+  router.post('/token', noStore, parseParams(), async function tokenEndpoint(ctx) {
+    const params: Params = ctx.state.params
+    const grantType = required(params, 'grant_type')
+    const grant = Object.hasOwn(grants, grantType) ? grants[grantType] : undefined
+    if (!grant) throw new UnsupportedGrantType('unsupported grant_type')
+    ctx.body = await grant(params, deps)
+  })
+}

@@ -1,0 +1,69 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { SignJWT, type JWTPayload } from 'jose'
+import { epochSeconds, type Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import type { KeyStore } from '../keys/signing-keys.js'
+import { TokenType } from './claims.js'
+
+export interface MintDeps {
+  config: Pick<Config, 'issuer' | 'audience' | 'accessTtl' | 'refreshTtl' | 'idTokenTtl'>
+  keys: KeyStore
+  clock: Clock
+}
+
+export interface Minted {
+  token: string
+  jti: string
+  iat: number
+  exp: number
+}
+
+/** A fresh 128-bit random identifier (jti, sid, user id). */
+export function randomId(): string {
+  return randomBytes(16).toString('base64url')
+}
+
+/** SHA-256 of a token, the only form in which refresh tokens are stored. */
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('base64url')
+}
+
+async function sign(deps: MintDeps, typ: string, claims: JWTPayload, ttl: number): Promise<Minted> {
+  const key = deps.keys.active()
+  const iat = epochSeconds(deps.clock)
+  const exp = iat + ttl
+  const jti = randomId()
+  const token = await new SignJWT({ ...claims, iss: deps.config.issuer, iat, exp, jti })
+    .setProtectedHeader({ alg: 'RS256', typ, kid: key.kid })
+    .sign(key.privateKey)
+  return { token, jti, iat, exp }
+}
+
+/**
+ * Mints an RFC 9068 access token for business services (`aud` = the configured audience).
+ *
+ * @example const { token } = await mintAccessToken(deps, { sub, clientId: appid, scope: 'profile', sid })
+ */
+export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: string; scope: string; sid: string }): Promise<Minted> {
+  return sign(
+    deps,
+    TokenType.access,
+    { sub: input.sub, aud: deps.config.audience, client_id: input.clientId, scope: input.scope, sid: input.sid },
+    deps.config.accessTtl,
+  )
+}
+
+/** Mints a refresh token: only minigate accepts it (`aud` = the issuer). */
+export function mintRefreshToken(deps: MintDeps, input: { sub: string; clientId: string; sid: string }): Promise<Minted> {
+  return sign(
+    deps,
+    TokenType.refresh,
+    { sub: input.sub, aud: deps.config.issuer, client_id: input.clientId, sid: input.sid },
+    deps.config.refreshTtl,
+  )
+}
+
+/** Mints an OpenID Connect ID token for the mini-program itself (`aud` = its appid). */
+export function mintIdToken(deps: MintDeps, input: { sub: string; clientId: string; claims: Record<string, unknown> }): Promise<Minted> {
+  return sign(deps, TokenType.id, { ...input.claims, sub: input.sub, aud: input.clientId }, deps.config.idTokenTtl)
+}

@@ -1,0 +1,77 @@
+import { errors, jwtVerify, type JWTHeaderParameters, type JWTPayload } from 'jose'
+import type { Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import type { KeyStore } from '../keys/signing-keys.js'
+import { MAX_TOKEN_LENGTH, TokenType, type AccessTokenClaims, type RefreshTokenClaims } from './claims.js'
+
+export interface VerifyDeps {
+  config: Pick<Config, 'issuer' | 'audience'>
+  keys: KeyStore
+  clock: Clock
+}
+
+/** A token that failed verification; `reason` is safe to show the client. */
+export class TokenRejected extends Error {
+  override name = 'TokenRejected'
+  constructor(readonly reason: string) {
+    super(reason)
+  }
+}
+
+function reasonOf(error: unknown): string {
+  if (error instanceof TokenRejected) return error.reason
+  if (error instanceof errors.JWTExpired) return 'the token has expired'
+  if (error instanceof errors.JWSSignatureVerificationFailed) return 'the token signature is invalid'
+  if (error instanceof errors.JWTClaimValidationFailed) return `the token ${error.claim} claim is invalid`
+  return 'the token is malformed or not signed by minigate'
+}
+
+function stringClaims(payload: JWTPayload, names: string[]): void {
+  for (const name of names) {
+    if (typeof payload[name] !== 'string' || payload[name] === '') throw new TokenRejected(`the token ${name} claim is missing`)
+  }
+}
+
+/** RFC 8725: RS256 only, the `typ` of the expected kind, `iss`, `aud` and `exp` checked; `kid` is a lookup key only. */
+async function verify(deps: VerifyDeps, token: string, typ: string, audience: string): Promise<JWTPayload> {
+  if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new TokenRejected('the token is malformed or not signed by minigate')
+  try {
+    const { payload } = await jwtVerify(
+      token,
+      (header: JWTHeaderParameters) => {
+        const key = deps.keys.get(header.kid)
+        if (!key) throw new TokenRejected('the token was signed by an unknown key')
+        return key.publicKey
+      },
+      {
+        algorithms: ['RS256'],
+        typ,
+        issuer: deps.config.issuer,
+        audience,
+        currentDate: new Date(deps.clock.now()),
+        requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti'],
+      },
+    )
+    return payload
+  } catch (error) {
+    throw new TokenRejected(reasonOf(error))
+  }
+}
+
+/**
+ * Verifies an access token the way a business service does, offline.
+ *
+ * @example const claims = await verifyAccessToken(deps, bearer)
+ */
+export async function verifyAccessToken(deps: VerifyDeps, token: string): Promise<AccessTokenClaims> {
+  const payload = await verify(deps, token, TokenType.access, deps.config.audience)
+  stringClaims(payload, ['client_id', 'sid', 'scope'])
+  return payload as unknown as AccessTokenClaims
+}
+
+/** Verifies a refresh token's signature and claims; the caller still checks its row. */
+export async function verifyRefreshToken(deps: VerifyDeps, token: string): Promise<RefreshTokenClaims> {
+  const payload = await verify(deps, token, TokenType.refresh, deps.config.issuer)
+  stringClaims(payload, ['client_id', 'sid'])
+  return payload as unknown as RefreshTokenClaims
+}
