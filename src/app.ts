@@ -6,7 +6,10 @@ import { renderErrors } from './http/error-handler.js'
 import { requestLog } from './http/request-log.js'
 import { mountDiscovery } from './routes/discovery.js'
 import { mountHealthz } from './routes/healthz.js'
+import { mountIntrospect } from './routes/introspect.js'
 import { mountJwks } from './routes/jwks.js'
+import { mountLogout } from './routes/logout.js'
+import { mountRevoke } from './routes/revoke.js'
 import { mountToken } from './routes/token.js'
 import { mountUserinfo } from './routes/userinfo.js'
 
@@ -36,7 +39,10 @@ export function createApp(deps: AppDeps): Koa {
   mountDiscovery(router, deps)
   mountJwks(router, deps)
   mountToken(router, deps)
+  mountRevoke(router, deps)
+  mountIntrospect(router, deps)
   mountUserinfo(router, deps)
+  mountLogout(router, deps)
   mountHealthz(router, deps)
   if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
 

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto'
+
 /**
  * Every setting of minigate, its default, and the parsing of the environment.
  *
@@ -9,6 +11,12 @@
 export interface WeChatApp {
   appid: string
   secret: string
+}
+
+/** A business service allowed to call introspection. Only a SHA-256 of its secret is kept. */
+export interface Service {
+  id: string
+  secretHash: string
 }
 
 export interface Config {
@@ -29,6 +37,15 @@ export interface Config {
   accessTtl: number
   refreshTtl: number
   idTokenTtl: number
+  /** A login (refresh-token family) ends this many seconds after it began, however active. */
+  sessionMaxAge: number
+  /** Seconds after a rotation during which the spent token may be replayed once more (0 = off). */
+  refreshGraceSeconds: number
+  /** How many replays the grace window allows per spent token. */
+  refreshGraceReuses: number
+  services: Service[]
+  /** Seconds between purges of expired tokens and ended sessions. */
+  purgeInterval: number
   jwksMaxAge: number
   logLevel: string
 }
@@ -55,6 +72,16 @@ export const defaults = {
   accessTtl: 15 * 60,
   /** Refresh token lifetime in seconds (30 days). */
   refreshTtl: 30 * 24 * 3600,
+  /** Absolute maximum age of a login in seconds (90 days): refreshing cannot extend it. */
+  sessionMaxAge: 90 * 24 * 3600,
+  /** Grace window for replaying a just-rotated refresh token, in seconds; 0 turns it off (strict reuse detection). */
+  refreshGraceSeconds: 0,
+  /** Replays of one spent refresh token the grace window allows. */
+  refreshGraceReuses: 1,
+  /** The service allowed to introspect in development mode, when MINIGATE_SERVICES is unset. */
+  devService: 'dev-service:dev-service-secret',
+  /** Seconds between purges of expired rows. */
+  purgeInterval: 10 * 60,
   /** ID token lifetime in seconds (the client reads it right away). */
   idTokenTtl: 15 * 60,
   /** How long verifiers may cache the JWKS, in seconds. */
@@ -117,6 +144,26 @@ export function parseApps(raw: string): WeChatApp[] {
   return apps
 }
 
+export function hashServiceSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('base64url')
+}
+
+/** Parses `id:secret,id:secret` into services with hashed secrets. */
+export function parseServices(raw: string): Service[] {
+  const services: Service[] = []
+  for (const [index, entry] of raw.split(',').entries()) {
+    const item = entry.trim()
+    const colon = item.indexOf(':')
+    const id = colon === -1 ? item : item.slice(0, colon)
+    const secret = colon === -1 ? '' : item.slice(colon + 1)
+    if (!APPID.test(id)) throw new ConfigError(`MINIGATE_SERVICES entry ${index + 1} must be id:secret with a plain id`)
+    if (secret.length < 16 || /\s/.test(secret)) throw new ConfigError(`MINIGATE_SERVICES entry ${index + 1} (${id}) needs a secret of at least 16 characters`)
+    if (services.some((service) => service.id === id)) throw new ConfigError(`MINIGATE_SERVICES lists ${id} twice`)
+    services.push({ id, secretHash: hashServiceSecret(secret) })
+  }
+  return services
+}
+
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */
 export function loadConfig(env: Env): Config {
   const production = env.NODE_ENV === 'production'
@@ -142,6 +189,10 @@ export function loadConfig(env: Env): Config {
   const accessTtl = integer(env, 'MINIGATE_ACCESS_TTL', defaults.accessTtl, 30, 24 * 3600)
   const refreshTtl = integer(env, 'MINIGATE_REFRESH_TTL', defaults.refreshTtl, 60, 365 * 24 * 3600)
   if (refreshTtl <= accessTtl) throw new ConfigError(`MINIGATE_REFRESH_TTL (${refreshTtl}) must be longer than MINIGATE_ACCESS_TTL (${accessTtl})`)
+  const sessionMaxAge = integer(env, 'MINIGATE_SESSION_MAX_AGE', defaults.sessionMaxAge, 3600, 5 * 365 * 24 * 3600)
+  if (sessionMaxAge < refreshTtl) throw new ConfigError(`MINIGATE_SESSION_MAX_AGE (${sessionMaxAge}) must not be shorter than MINIGATE_REFRESH_TTL (${refreshTtl})`)
+  const servicesRaw = env.MINIGATE_SERVICES?.trim() ?? ''
+  const services = servicesRaw !== '' ? parseServices(servicesRaw) : development ? parseServices(defaults.devService) : []
   const audience = env.MINIGATE_AUDIENCE?.trim() || defaults.audience
 
   const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
@@ -165,6 +216,11 @@ export function loadConfig(env: Env): Config {
     accessTtl,
     refreshTtl,
     idTokenTtl: defaults.idTokenTtl,
+    sessionMaxAge,
+    refreshGraceSeconds: integer(env, 'MINIGATE_REFRESH_GRACE_SECONDS', defaults.refreshGraceSeconds, 0, 300),
+    refreshGraceReuses: integer(env, 'MINIGATE_REFRESH_GRACE_REUSES', defaults.refreshGraceReuses, 1, 10),
+    services,
+    purgeInterval: defaults.purgeInterval,
     jwksMaxAge: defaults.jwksMaxAge,
     logLevel,
   }

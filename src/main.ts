@@ -5,6 +5,7 @@ import { systemClock } from './clock.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { buildDeps, type AppDeps } from './deps.js'
 import { KeyFileError } from './keys/signing-keys.js'
+import { startMaintenance } from './maintenance.js'
 import { createLogger, type Logger } from './log.js'
 
 export interface Running {
@@ -46,16 +47,21 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
   logger.info({ listen: url, issuer: config.issuer, kid: deps.keys.active().kid }, 'minigate listening')
 
+  const stopMaintenance = startMaintenance(deps)
   let closing: Promise<void> | undefined
   return {
     server,
     deps,
     url,
     close() {
+      stopMaintenance()
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
         server.closeIdleConnections()
-      }).then(() => deps.db.destroy())
+      }).then(async () => {
+        deps.spentCodes.close()
+        await deps.db.destroy()
+      })
       return closing
     },
   }

@@ -15,6 +15,7 @@ import {
   type Transaction,
 } from 'kysely'
 import * as initial from './migrations/0001-initial.js'
+import * as tokenLifecycle from './migrations/0002-token-lifecycle.js'
 import type { Database } from './schema.js'
 
 export type Db = Kysely<Database>
@@ -43,6 +44,7 @@ class ImmediateSqliteDialect extends SqliteDialect {
 /** The migrations, in order. Listed in code rather than read from a folder so they ship inside the build. */
 const migrations: Record<string, Migration> = {
   '0001-initial': initial,
+  '0002-token-lifecycle': tokenLifecycle,
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

@@ -28,3 +28,8 @@ export async function insertIdentity(
 export async function updateSessionKey(db: Q, id: number, sessionKeyEnc: string, now: number): Promise<void> {
   await db.updateTable('wechat_identities').set({ session_key_enc: sessionKeyEnc, session_key_updated_at: now }).where('id', '=', id).execute()
 }
+
+/** The user's identity in one mini-program (its openid there). */
+export function findIdentityOfUser(db: Q, userId: string, appid: string): Promise<WeChatIdentity | undefined> {
+  return db.selectFrom('wechat_identities').selectAll().where('user_id', '=', userId).where('appid', '=', appid).executeTakeFirst()
+}

@@ -35,6 +35,8 @@ export interface LoginSessionTable {
   scope: string
   created_at: number
   last_used_at: number
+  /** The absolute end of the login: refreshing never extends it. */
+  expires_at: number
   revoked_at: number | null
   revoked_reason: string | null
 }
@@ -48,6 +50,28 @@ export interface RefreshTokenTable {
   expires_at: number
   spent_at: number | null
   revoked_at: number | null
+  /** The token this one was rotated from; null for the first of a family. */
+  parent_jti: string | null
+  /** Replays of this spent token answered within the grace window. */
+  grace_uses: Generated<number>
+}
+
+/** An access token revoked before its `exp`; kept until then. */
+export interface RevokedAccessTokenTable {
+  jti: string
+  expires_at: number
+  revoked_at: number
+}
+
+/** Security events: logins, new users, refresh-token reuse, revocations, logouts. */
+export interface AuditEventTable {
+  id: Generated<number>
+  at: number
+  event: string
+  sub: string | null
+  client_id: string | null
+  sid: string | null
+  detail: string | null
 }
 
 export interface Database {
@@ -55,6 +79,8 @@ export interface Database {
   wechat_identities: WeChatIdentityTable
   login_sessions: LoginSessionTable
   refresh_tokens: RefreshTokenTable
+  revoked_access_tokens: RevokedAccessTokenTable
+  audit_events: AuditEventTable
 }
 
 export type User = Selectable<UserTable>
@@ -65,3 +91,4 @@ export type LoginSession = Selectable<LoginSessionTable>
 export type NewLoginSession = Insertable<LoginSessionTable>
 export type RefreshToken = Selectable<RefreshTokenTable>
 export type NewRefreshToken = Insertable<RefreshTokenTable>
+export type NewAuditEvent = Insertable<AuditEventTable>

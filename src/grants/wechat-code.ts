@@ -3,6 +3,7 @@ import { epochSeconds } from '../clock.js'
 import type { Trx } from '../db/connection.js'
 import { findIdentity, insertIdentity, updateSessionKey } from '../db/identities.js'
 import type { User } from '../db/schema.js'
+import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
 import { findUserById, findUserByUnionid, insertUser, linkUnionid } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
@@ -97,8 +98,10 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps): Promise<To
       scope,
       created_at: now,
       last_used_at: now,
+      expires_at: now + deps.config.sessionMaxAge,
     })
-    const tokens = await issueTokens(trx, deps, login, user)
+    const tokens = await issueTokens(trx, deps, login, user, null)
+    await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id })
     deps.log.info(
       { event: 'login', sub: user.id, sid: login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: created },
       'login',

@@ -1,10 +1,8 @@
 import type { Context, Next } from 'koa'
-import { findLoginSession } from '../db/sessions.js'
-import { findUserById } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
 import { BearerRequired, InvalidRequest, InvalidToken } from '../errors.js'
-import type { AccessTokenClaims } from '../tokens/claims.js'
-import { TokenRejected, verifyAccessToken } from '../tokens/verify.js'
+import { activeAccessToken, type ActiveAccessToken } from '../tokens/active.js'
+import { TokenRejected } from '../tokens/verify.js'
 
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
@@ -23,25 +21,22 @@ export function readBearer(ctx: Context): string {
 
 /**
  * Authenticates a request by its Bearer access token: verified as a service would (RS256, `typ`,
- * `iss`, `aud`, `exp`), and then its login must still be live and its user enabled. Puts the claims
- * and the user in `ctx.state`.
+ * `iss`, `aud`, `exp`), and not revoked, its login live and its user enabled. Puts the claims, the
+ * login session and the user in `ctx.state`.
  */
 export function requireAccessToken(deps: AppDeps) {
   return async function authenticateBearer(ctx: Context, next: Next) {
     const token = readBearer(ctx)
-    let claims: AccessTokenClaims
+    let active: ActiveAccessToken
     try {
-      claims = await verifyAccessToken(deps, token)
+      active = await activeAccessToken(deps, token)
     } catch (error) {
       if (error instanceof TokenRejected) throw new InvalidToken(error.reason)
       throw error
     }
-    const session = await findLoginSession(deps.db, claims.sid)
-    if (!session || session.revoked_at !== null || session.user_id !== claims.sub) throw new InvalidToken('the login of this token has ended')
-    const user = await findUserById(deps.db, claims.sub)
-    if (!user || user.disabled_at !== null) throw new InvalidToken('the user of this token is disabled')
-    ctx.state.claims = claims
-    ctx.state.user = user
+    ctx.state.claims = active.claims
+    ctx.state.session = active.session
+    ctx.state.user = active.user
     await next()
   }
 }

@@ -16,9 +16,14 @@ export function mountDiscovery(router: Router, deps: AppDeps): void {
     jwks_uri: endpoint(issuer, '/.well-known/jwks.json'),
     token_endpoint: endpoint(issuer, '/token'),
     userinfo_endpoint: endpoint(issuer, '/userinfo'),
+    revocation_endpoint: endpoint(issuer, '/revoke'),
+    introspection_endpoint: endpoint(issuer, '/introspect'),
     grant_types_supported: Object.keys(grants),
     // Mini-programs are public clients: they authenticate with nothing but their client_id.
     token_endpoint_auth_methods_supported: ['none'],
+    revocation_endpoint_auth_methods_supported: ['none'],
+    // Business services authenticate to introspection with their id and secret.
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic'],
     // There is no authorization endpoint: every login is the wechat-code grant at the token endpoint.
     response_types_supported: [],
     scopes_supported: [...SCOPES],

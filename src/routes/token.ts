@@ -1,8 +1,9 @@
 import type Router from '@koa/router'
-import type { Context, Next } from 'koa'
 import type { AppDeps } from '../deps.js'
 import { UnsupportedGrantType } from '../errors.js'
 import { parseParams, required, type Params } from '../http/body.js'
+import { noStore } from '../http/no-store.js'
+import { refreshTokenGrant } from '../grants/refresh-token.js'
 import { WECHAT_CODE_GRANT, wechatCodeGrant } from '../grants/wechat-code.js'
 import type { TokenResponse } from '../tokens/issue.js'
 
@@ -11,13 +12,7 @@ type Grant = (params: Params, deps: AppDeps) => Promise<TokenResponse>
 /** The grants `/token` accepts, by `grant_type`. Discovery lists these keys. */
 export const grants: Record<string, Grant> = {
   [WECHAT_CODE_GRANT]: wechatCodeGrant,
-}
-
-/** RFC 6749 §5.1: token responses, and their errors, are never cached. */
-async function noStore(ctx: Context, next: Next) {
-  ctx.set('Cache-Control', 'no-store')
-  ctx.set('Pragma', 'no-cache')
-  await next()
+  refresh_token: refreshTokenGrant,
 }
 
 /** `POST /token`: dispatches on `grant_type`. */

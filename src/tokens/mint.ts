@@ -53,14 +53,13 @@ export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: 
   )
 }
 
-/** Mints a refresh token: only minigate accepts it (`aud` = the issuer). */
-export function mintRefreshToken(deps: MintDeps, input: { sub: string; clientId: string; sid: string }): Promise<Minted> {
-  return sign(
-    deps,
-    TokenType.refresh,
-    { sub: input.sub, aud: deps.config.issuer, client_id: input.clientId, sid: input.sid },
-    deps.config.refreshTtl,
-  )
+/**
+ * Mints a refresh token: only minigate accepts it (`aud` = the issuer). It lives `refreshTtl` (an
+ * inactivity limit, renewed by each rotation) but never past its login's absolute end.
+ */
+export function mintRefreshToken(deps: MintDeps, input: { sub: string; clientId: string; sid: string; loginEndsAt: number }): Promise<Minted> {
+  const ttl = Math.min(deps.config.refreshTtl, input.loginEndsAt - epochSeconds(deps.clock))
+  return sign(deps, TokenType.refresh, { sub: input.sub, aud: deps.config.issuer, client_id: input.clientId, sid: input.sid }, ttl)
 }
 
 /** Mints an OpenID Connect ID token for the mini-program itself (`aud` = its appid). */

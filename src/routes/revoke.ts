@@ -1,0 +1,54 @@
+import type Router from '@koa/router'
+import { epochSeconds } from '../clock.js'
+import { recordEvent } from '../db/audit.js'
+import { revokeAccessToken } from '../db/revoked-access-tokens.js'
+import { revokeFamily } from '../db/sessions.js'
+import type { AppDeps } from '../deps.js'
+import { resolveClient } from '../grants/client.js'
+import { parseParams, required, type Params } from '../http/body.js'
+import { noStore } from '../http/no-store.js'
+import type { AccessTokenClaims, RefreshTokenClaims } from '../tokens/claims.js'
+import { verifyAccessToken, verifyRefreshToken } from '../tokens/verify.js'
+
+type Found = { kind: 'access_token'; claims: AccessTokenClaims } | { kind: 'refresh_token'; claims: RefreshTokenClaims }
+
+/** Identifies a token minigate signed; `token_type_hint` only decides which kind is tried first. */
+async function identify(deps: AppDeps, token: string, hint: string | undefined): Promise<Found | undefined> {
+  const asAccess = async (): Promise<Found> => ({ kind: 'access_token', claims: await verifyAccessToken(deps, token) })
+  const asRefresh = async (): Promise<Found> => ({ kind: 'refresh_token', claims: await verifyRefreshToken(deps, token) })
+  const order = hint === 'access_token' ? [asAccess, asRefresh] : [asRefresh, asAccess]
+  for (const attempt of order) {
+    try {
+      return await attempt()
+    } catch {
+      // Not this kind, or not ours, or expired: nothing to revoke as this kind.
+    }
+  }
+  return undefined
+}
+
+/**
+ * `POST /revoke` (RFC 7009). A refresh token ends its whole login; an access token is refused from then
+ * on by introspection and `/userinfo` until it expires. Unknown, malformed, expired or already revoked
+ * tokens, and tokens of another client (left alone), all answer 200.
+ */
+export function mountRevoke(router: Router, deps: AppDeps): void {
+  router.post('/revoke', noStore, parseParams(), async function revocationEndpoint(ctx) {
+    const params: Params = ctx.state.params
+    const app = resolveClient(deps.config.apps, params.client_id)
+    const token = required(params, 'token')
+    const found = await identify(deps, token, params.token_type_hint)
+    if (found && found.claims.client_id === app.appid) {
+      const { claims } = found
+      await deps.db.transaction().execute(async (trx) => {
+        const now = epochSeconds(deps.clock)
+        if (found.kind === 'refresh_token') await revokeFamily(trx, claims.sid, now, 'revoked')
+        else await revokeAccessToken(trx, claims.jti, claims.exp, now)
+        await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}` })
+      })
+      deps.log.info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
+    }
+    ctx.status = 200
+    ctx.body = ''
+  })
+}

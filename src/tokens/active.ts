@@ -1,0 +1,59 @@
+import { epochSeconds } from '../clock.js'
+import type { Db } from '../db/connection.js'
+import { findRefreshToken } from '../db/refresh-tokens.js'
+import { isAccessTokenRevoked } from '../db/revoked-access-tokens.js'
+import type { LoginSession, RefreshToken, User } from '../db/schema.js'
+import { findLoginSession } from '../db/sessions.js'
+import { findUserById } from '../db/users.js'
+import type { AccessTokenClaims, RefreshTokenClaims } from './claims.js'
+import { tokenHash } from './mint.js'
+import { TokenRejected, verifyAccessToken, verifyRefreshToken, type VerifyDeps } from './verify.js'
+
+export interface ActiveDeps extends VerifyDeps {
+  db: Db
+}
+
+export interface ActiveAccessToken {
+  claims: AccessTokenClaims
+  session: LoginSession
+  user: User
+}
+
+export interface ActiveRefreshToken {
+  claims: RefreshTokenClaims
+  row: RefreshToken
+  session: LoginSession
+  user: User
+}
+
+/** The login and user behind a token: its login must be live and its user enabled. */
+async function liveLogin(db: Db, sid: string, sub: string, now: number): Promise<{ session: LoginSession; user: User }> {
+  const session = await findLoginSession(db, sid)
+  if (!session || session.user_id !== sub) throw new TokenRejected('the login of this token is unknown')
+  if (session.revoked_at !== null) throw new TokenRejected('the login of this token has ended')
+  if (session.expires_at <= now) throw new TokenRejected('the login of this token has reached its maximum age')
+  const user = (await findUserById(db, sub)) as User
+  if (user.disabled_at !== null) throw new TokenRejected('the user of this token is disabled')
+  return { session, user }
+}
+
+/**
+ * An access token that is valid right now from minigate's own point of view: what a service checks
+ * offline (signature, `typ`, `iss`, `aud`, `exp`), and also not revoked, its login live, its user
+ * enabled. Throws `TokenRejected` otherwise.
+ */
+export async function activeAccessToken(deps: ActiveDeps, token: string): Promise<ActiveAccessToken> {
+  const claims = await verifyAccessToken(deps, token)
+  if (await isAccessTokenRevoked(deps.db, claims.jti)) throw new TokenRejected('the token has been revoked')
+  return { claims, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
+}
+
+/** A refresh token that verifies, whose row is unspent and unrevoked, and whose login is live. */
+export async function activeRefreshToken(deps: ActiveDeps, token: string): Promise<ActiveRefreshToken> {
+  const claims = await verifyRefreshToken(deps, token)
+  const row = await findRefreshToken(deps.db, claims.jti)
+  if (!row || row.token_hash !== tokenHash(token) || row.session_id !== claims.sid) throw new TokenRejected('the refresh token is unknown')
+  if (row.revoked_at !== null) throw new TokenRejected('the refresh token has been revoked')
+  if (row.spent_at !== null) throw new TokenRejected('the refresh token was already used')
+  return { claims, row, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
+}
