@@ -4,6 +4,7 @@ import type { AppDeps } from './deps.js'
 import { MethodNotAllowed, NotFound } from './errors.js'
 import { renderErrors } from './http/error-handler.js'
 import { requestLog } from './http/request-log.js'
+import { mountAvatar } from './routes/avatar.js'
 import { mountDiscovery } from './routes/discovery.js'
 import { mountHealthz } from './routes/healthz.js'
 import { mountIntrospect } from './routes/introspect.js'
@@ -12,6 +13,8 @@ import { mountLogout } from './routes/logout.js'
 import { mountRevoke } from './routes/revoke.js'
 import { mountToken } from './routes/token.js'
 import { mountUserinfo } from './routes/userinfo.js'
+import { mountWeChatDecrypt } from './routes/wechat-decrypt.js'
+import { mountWeChatPhone } from './routes/wechat-phone.js'
 
 export type { AppDeps }
 
@@ -43,6 +46,9 @@ export function createApp(deps: AppDeps): Koa {
   mountIntrospect(router, deps)
   mountUserinfo(router, deps)
   mountLogout(router, deps)
+  mountAvatar(router, deps)
+  mountWeChatPhone(router, deps)
+  mountWeChatDecrypt(router, deps)
   mountHealthz(router, deps)
   if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
 

@@ -33,6 +33,8 @@ export interface Config {
   /** Whether the WeChat simulator is mounted at `/_dev/wechat`. */
   simulator: boolean
   wechatTimeoutMs: number
+  /** Which WeChat API gives minigate its server-API access_token. */
+  wechatTokenApi: 'stable_token' | 'token'
   audience: string
   accessTtl: number
   refreshTtl: number
@@ -47,6 +49,7 @@ export interface Config {
   /** Seconds between purges of expired tokens and ended sessions. */
   purgeInterval: number
   jwksMaxAge: number
+  avatarMaxBytes: number
   logLevel: string
 }
 
@@ -66,6 +69,10 @@ export const defaults = {
   wechatApiBase: 'https://api.weixin.qq.com',
   /** How long a WeChat API call may take before minigate gives up on it, in milliseconds. */
   wechatTimeoutMs: 5000,
+  /** `stable_token`: every instance shares one WeChat access_token; `token` invalidates the previous one on each fetch. */
+  wechatTokenApi: 'stable_token',
+  /** Largest avatar upload, in bytes. */
+  avatarMaxBytes: 2 * 1024 * 1024,
   /** The `aud` of access tokens: the business services that accept them. */
   audience: 'minigate-api',
   /** Access token lifetime in seconds (15 minutes): short, since services verify offline. */
@@ -124,6 +131,12 @@ function flag(env: Env, name: string): boolean {
   if (raw === '' || raw === '0' || raw === 'false' || raw === 'no' || raw === 'off') return false
   if (raw === '1' || raw === 'true' || raw === 'yes' || raw === 'on') return true
   throw new ConfigError(`${name} must be 1 or 0, got "${env[name]}"`)
+}
+
+function tokenApi(env: Env): 'stable_token' | 'token' {
+  const raw = env.WECHAT_ACCESS_TOKEN_API?.trim() || defaults.wechatTokenApi
+  if (raw !== 'stable_token' && raw !== 'token') throw new ConfigError(`WECHAT_ACCESS_TOKEN_API must be stable_token or token, got "${raw}"`)
+  return raw
 }
 
 const APPID = /^[A-Za-z0-9_-]{1,64}$/
@@ -212,6 +225,7 @@ export function loadConfig(env: Env): Config {
     wechatApiBase: apiBaseSet ? httpUrl(env, 'WECHAT_API_BASE', defaults.wechatApiBase) : simulator ? simulatorBase : defaults.wechatApiBase,
     simulator,
     wechatTimeoutMs: integer(env, 'WECHAT_TIMEOUT_MS', defaults.wechatTimeoutMs, 100, 60_000),
+    wechatTokenApi: tokenApi(env),
     audience,
     accessTtl,
     refreshTtl,
@@ -222,6 +236,7 @@ export function loadConfig(env: Env): Config {
     services,
     purgeInterval: defaults.purgeInterval,
     jwksMaxAge: defaults.jwksMaxAge,
+    avatarMaxBytes: defaults.avatarMaxBytes,
     logLevel,
   }
 }

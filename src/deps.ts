@@ -5,6 +5,7 @@ import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { loadKeyStore, type KeyStore } from './keys/signing-keys.js'
 import type { Logger } from './log.js'
+import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
 import { createSimulator, type Simulator } from './wechat/simulator/index.js'
 
@@ -15,6 +16,8 @@ export interface AppDeps {
   keys: KeyStore
   secretBox: SecretBox
   wechat: WeChatClient
+  /** WeChat server-API access_tokens, per appid. */
+  wechatTokens: AccessTokenManager
   /** wx.login() codes already sent to WeChat. */
   spentCodes: SpentCodes
   clock: Clock
@@ -46,7 +49,15 @@ export async function buildDeps(config: Config, options: { clock: Clock; log: Lo
     log: options.log,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   })
-  const deps: AppDeps = { config, db, keys, secretBox, wechat, spentCodes: new SpentCodes(), clock: options.clock, log: options.log }
+  const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
+  const deps: AppDeps = { config, db, keys, secretBox, wechat, wechatTokens, spentCodes: new SpentCodes(), clock: options.clock, log: options.log }
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
+}
+
+/** Releases what `buildDeps` opened: caches' timers and the SQLite connection. */
+export async function closeDeps(deps: AppDeps): Promise<void> {
+  deps.spentCodes.close()
+  deps.wechatTokens.close()
+  await deps.db.destroy()
 }

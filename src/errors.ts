@@ -84,6 +84,20 @@ export class AccessDenied extends OAuthError {
   override readonly status = 403
 }
 
+/**
+ * WeChat data that does not open: 400 with a code of its own (`bad_iv`, `bad_padding`: the session_key
+ * is stale, call wx.login() again; `watermark_mismatch`; `bad_signature`; ...), so the app knows what to do.
+ */
+export class DecryptionFailed extends OAuthError {
+  override readonly status = 400
+  constructor(
+    override readonly code: string,
+    description: string,
+  ) {
+    super(description)
+  }
+}
+
 function quote(value: string): string {
   return value.replace(/[\\"]/g, '').replace(/[^\x20-\x7e]/g, '?')
 }
@@ -105,6 +119,16 @@ export class InvalidToken extends OAuthError {
   constructor(description: string) {
     super(description)
     this.headers['WWW-Authenticate'] = `Bearer realm="minigate", error="invalid_token", error_description="${quote(description)}"`
+  }
+}
+
+/** RFC 6750 §3.1 `insufficient_scope`: the access token lacks a scope the endpoint needs. */
+export class InsufficientScope extends OAuthError {
+  override readonly code = 'insufficient_scope'
+  override readonly status = 403
+  constructor(scope: string) {
+    super(`this endpoint needs the ${scope} scope`)
+    this.headers['WWW-Authenticate'] = `Bearer realm="minigate", error="insufficient_scope", scope="${quote(scope)}"`
   }
 }
 

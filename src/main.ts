@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url'
 import { createApp } from './app.js'
 import { systemClock } from './clock.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
-import { buildDeps, type AppDeps } from './deps.js'
+import { buildDeps, closeDeps, type AppDeps } from './deps.js'
 import { KeyFileError } from './keys/signing-keys.js'
 import { startMaintenance } from './maintenance.js'
 import { createLogger, type Logger } from './log.js'
@@ -58,10 +58,7 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
         server.closeIdleConnections()
-      }).then(async () => {
-        deps.spentCodes.close()
-        await deps.db.destroy()
-      })
+      }).then(() => closeDeps(deps))
       return closing
     },
   }

@@ -16,6 +16,7 @@ import {
 } from 'kysely'
 import * as initial from './migrations/0001-initial.js'
 import * as tokenLifecycle from './migrations/0002-token-lifecycle.js'
+import * as avatars from './migrations/0003-avatars.js'
 import type { Database } from './schema.js'
 
 export type Db = Kysely<Database>
@@ -45,6 +46,7 @@ class ImmediateSqliteDialect extends SqliteDialect {
 const migrations: Record<string, Migration> = {
   '0001-initial': initial,
   '0002-token-lifecycle': tokenLifecycle,
+  '0003-avatars': avatars,
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

@@ -74,6 +74,15 @@ export interface AuditEventTable {
   detail: string | null
 }
 
+/** An uploaded avatar image (PNG, JPEG or WebP). */
+export interface AvatarTable {
+  id: string
+  user_id: string
+  content_type: string
+  bytes: Buffer
+  created_at: number
+}
+
 export interface Database {
   users: UserTable
   wechat_identities: WeChatIdentityTable
@@ -81,6 +90,7 @@ export interface Database {
   refresh_tokens: RefreshTokenTable
   revoked_access_tokens: RevokedAccessTokenTable
   audit_events: AuditEventTable
+  avatars: AvatarTable
 }
 
 export type User = Selectable<UserTable>
@@ -92,3 +102,4 @@ export type NewLoginSession = Insertable<LoginSessionTable>
 export type RefreshToken = Selectable<RefreshTokenTable>
 export type NewRefreshToken = Insertable<RefreshTokenTable>
 export type NewAuditEvent = Insertable<AuditEventTable>
+export type Avatar = Selectable<AvatarTable>

@@ -22,3 +22,23 @@ export async function linkUnionid(db: Q, id: string, unionid: string, now: numbe
   await db.updateTable('users').set({ unionid, updated_at: now }).where('id', '=', id).where('unionid', 'is', null).execute()
   return true
 }
+
+/** Binds a verified phone number to a user. */
+export async function setUserPhone(db: Q, id: string, phone: { number: string; countryCode: string }, now: number): Promise<User> {
+  return db
+    .updateTable('users')
+    .set({ phone_number: phone.number, phone_country_code: phone.countryCode, phone_verified_at: now, updated_at: now })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow()
+}
+
+/** Updates the profile fields given; the others stay as they are. */
+export async function updateProfile(db: Q, id: string, profile: { nickname?: string; picture?: string }, now: number): Promise<User> {
+  return db
+    .updateTable('users')
+    .set({ ...profile, updated_at: now })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow()
+}

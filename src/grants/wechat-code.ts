@@ -7,27 +7,18 @@ import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
 import { findUserById, findUserByUnionid, insertUser, linkUnionid } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
-import { AccessDenied, InvalidGrant, InvalidRequest } from '../errors.js'
+import { AccessDenied, InvalidGrant } from '../errors.js'
 import type { Params } from '../http/body.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
 import { randomId } from '../tokens/mint.js'
 import type { WeChatSession } from '../wechat/client.js'
+import { validateWeChatCode } from '../wechat/codes.js'
 import { loginErrorFor, WeChatError } from '../wechat/errors.js'
 import { resolveClient } from './client.js'
 import { parseScope } from './scope.js'
 
 /** The extension grant (RFC 6749 §4.5) that trades a `wx.login()` code for tokens. */
 export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
-
-/** A wx.login() code as WeChat issues it: printable ASCII, never longer than 128 characters. */
-const CODE = /^[\x21-\x7e]{1,128}$/
-
-/** Checked before WeChat is called, so junk never costs an upstream request. */
-function validateCode(code: string | undefined): string {
-  if (code === undefined || code === '') throw new InvalidRequest('the code parameter is required')
-  if (!CODE.test(code)) throw new InvalidRequest('the code must be 1 to 128 printable ASCII characters')
-  return code
-}
 
 /** WeChat failures after which the code is still unspent, so the client may retry with it. */
 const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_error', 'bad_response'])
@@ -84,7 +75,7 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
 export async function wechatCodeGrant(params: Params, deps: AppDeps): Promise<TokenResponse> {
   const app = resolveClient(deps.config.apps, params.client_id)
   const scope = parseScope(params.scope)
-  const code = validateCode(params.code)
+  const code = validateWeChatCode(params.code)
   const session = await code2Session(deps, app.appid, code)
 
   return deps.db.transaction().execute(async (trx) => {

@@ -1,7 +1,8 @@
 import type { Context, Next } from 'koa'
 import type { AppDeps } from '../deps.js'
-import { BearerRequired, InvalidRequest, InvalidToken } from '../errors.js'
+import { BearerRequired, InsufficientScope, InvalidRequest, InvalidToken } from '../errors.js'
 import { activeAccessToken, type ActiveAccessToken } from '../tokens/active.js'
+import { hasScope, type AccessTokenClaims } from '../tokens/claims.js'
 import { TokenRejected } from '../tokens/verify.js'
 
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
@@ -37,6 +38,15 @@ export function requireAccessToken(deps: AppDeps) {
     ctx.state.claims = active.claims
     ctx.state.session = active.session
     ctx.state.user = active.user
+    await next()
+  }
+}
+
+/** RFC 6750 §3.1: the token is good but was not granted `scope`. Runs after `requireAccessToken`. */
+export function requireScope(scope: string) {
+  return async function checkScope(ctx: Context, next: Next) {
+    const claims: AccessTokenClaims = ctx.state.claims
+    if (!hasScope(claims.scope, scope)) throw new InsufficientScope(scope)
     await next()
   }
 }

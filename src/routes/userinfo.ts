@@ -1,16 +1,65 @@
 import type Router from '@koa/router'
+import { epochSeconds } from '../clock.js'
 import type { User } from '../db/schema.js'
+import { updateProfile } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
-import { requireAccessToken } from '../http/bearer.js'
+import { InvalidRequest } from '../errors.js'
+import { parseParams, type Params } from '../http/body.js'
+import { requireAccessToken, requireScope } from '../http/bearer.js'
+import { noStore } from '../http/no-store.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import { userClaims } from '../tokens/user-claims.js'
+import { endpoint } from './discovery.js'
 
-/** `GET /userinfo`: OpenID Connect claims about the token's user, as far as its scope allows. */
+const PROFILE_FIELDS = new Set(['nickname', 'picture'])
+
+/** A nickname from `<input type="nickname">`: trimmed, 1 to 64 characters, no control characters. */
+function nickname(value: string): string {
+  const trimmed = value.trim()
+  const length = [...trimmed].length
+  if (length < 1 || length > 64) throw new InvalidRequest('nickname must be 1 to 64 characters')
+  if (/[\p{Cc}\u2028\u2029]/u.test(trimmed)) throw new InvalidRequest('nickname must not contain control characters')
+  return trimmed
+}
+
+/** A picture URL: https, or an avatar this server stores (which may be http in development). */
+function picture(value: string, issuer: string): string {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new InvalidRequest('picture must be an absolute https URL')
+  }
+  const ours = value.startsWith(endpoint(issuer, '/avatars/'))
+  if ((url.protocol !== 'https:' && !ours) || url.username || url.password || value.length > 2048) {
+    throw new InvalidRequest('picture must be an https URL of at most 2048 characters, without credentials')
+  }
+  return value
+}
+
+/**
+ * `GET /userinfo`: OpenID Connect claims about the token's user, as far as its scope allows.
+ * `PATCH /userinfo` (scope `profile`): sets `nickname` and/or `picture`, the way current mini-programs
+ * collect them (chooseAvatar and the nickname input).
+ */
 export function mountUserinfo(router: Router, deps: AppDeps): void {
   router.get('/userinfo', requireAccessToken(deps), function userinfo(ctx) {
     const claims: AccessTokenClaims = ctx.state.claims
     const user: User = ctx.state.user
     ctx.set('Cache-Control', 'no-store')
+    ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
+  })
+
+  router.patch('/userinfo', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), async function updateUserinfo(ctx) {
+    const params: Params = ctx.state.params
+    const claims: AccessTokenClaims = ctx.state.claims
+    const unknown = Object.keys(params).find((name) => !PROFILE_FIELDS.has(name))
+    if (unknown !== undefined) throw new InvalidRequest(`only nickname and picture can be changed`)
+    const profile: { nickname?: string; picture?: string } = {}
+    if (params.nickname !== undefined) profile.nickname = nickname(params.nickname)
+    if (params.picture !== undefined) profile.picture = picture(params.picture, deps.config.issuer)
+    if (Object.keys(profile).length === 0) throw new InvalidRequest('send nickname and/or picture')
+    const user = await updateProfile(deps.db, claims.sub, profile, epochSeconds(deps.clock))
     ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
   })
 }

@@ -9,10 +9,28 @@ export interface WeChatSession {
   unionid: string | null
 }
 
+/** A WeChat server-API access_token and when it expires (seconds from now). */
+export interface WeChatAccessToken {
+  accessToken: string
+  expiresIn: number
+}
+
+/** What `getuserphonenumber` yields. */
+export interface WeChatPhone {
+  phoneNumber: string
+  purePhoneNumber: string
+  countryCode: string
+  watermarkAppid: string | null
+}
+
 /** minigate's client of the WeChat server API. */
 export interface WeChatClient {
   /** Exchanges a `wx.login()` code (`/sns/jscode2session`). */
   code2Session(appid: string, code: string): Promise<WeChatSession>
+  /** Fetches an access_token: `/cgi-bin/stable_token` (shared by every caller) or the plain `/cgi-bin/token`. */
+  fetchAccessToken(appid: string, api: 'stable_token' | 'token'): Promise<WeChatAccessToken>
+  /** Trades a getPhoneNumber button code for the user's phone number (`/wxa/business/getuserphonenumber`). */
+  getPhoneNumber(appid: string, accessToken: string, code: string): Promise<WeChatPhone>
 }
 
 export interface WeChatClientOptions {
@@ -36,15 +54,25 @@ export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
   const secrets = new Map(options.apps.map((app) => [app.appid, app.secret]))
   const base = options.apiBase.replace(/\/+$/, '')
 
-  async function call(api: string, path: string, query: Record<string, string>, appid: string): Promise<Record<string, unknown>> {
+  function secretOf(appid: string): string {
+    const secret = secrets.get(appid)
+    if (secret === undefined) throw new Error(`no WeChat app ${appid} is configured`)
+    return secret
+  }
+
+  async function call(api: string, path: string, query: Record<string, string>, appid: string, json?: unknown): Promise<Record<string, unknown>> {
     const url = `${base}${path}?${new URLSearchParams(query).toString()}`
     const started = performance.now()
     const abort = new AbortController()
     const timer = setTimeout(() => abort.abort(), options.timeoutMs)
+    const init: RequestInit =
+      json === undefined
+        ? { signal: abort.signal, headers: { accept: 'application/json' } }
+        : { method: 'POST', signal: abort.signal, headers: { accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify(json) }
     let status: number
     let text: string
     try {
-      const response = await doFetch(url, { signal: abort.signal, headers: { accept: 'application/json' } })
+      const response = await doFetch(url, init)
       status = response.status
       text = await response.text()
     } catch {
@@ -81,8 +109,7 @@ export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
 
   return {
     async code2Session(appid, code) {
-      const secret = secrets.get(appid)
-      if (secret === undefined) throw new Error(`no WeChat app ${appid} is configured`)
+      const secret = secretOf(appid)
       const body = await call('jscode2session', '/sns/jscode2session', { appid, secret, js_code: code, grant_type: 'authorization_code' }, appid)
       const { openid, session_key: sessionKey, unionid } = body
       if (typeof openid !== 'string' || openid === '' || typeof sessionKey !== 'string' || !SESSION_KEY.test(sessionKey)) {
@@ -90,6 +117,44 @@ export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
         throw new WeChatError('jscode2session', 'bad_response')
       }
       return { openid, sessionKey, unionid: typeof unionid === 'string' && unionid !== '' ? unionid : null }
+    },
+
+    async fetchAccessToken(appid, api) {
+      const secret = secretOf(appid)
+      const body =
+        api === 'stable_token'
+          ? await call(api, '/cgi-bin/stable_token', {}, appid, { grant_type: 'client_credential', appid, secret, force_refresh: false })
+          : await call(api, '/cgi-bin/token', { grant_type: 'client_credential', appid, secret }, appid)
+      const { access_token: accessToken, expires_in: expiresIn } = body
+      if (typeof accessToken !== 'string' || accessToken === '' || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
+        options.log.warn({ api, appid }, 'WeChat answer lacks access_token or expires_in')
+        throw new WeChatError(api, 'bad_response')
+      }
+      return { accessToken, expiresIn }
+    },
+
+    async getPhoneNumber(appid, accessToken, code) {
+      const api = 'getuserphonenumber'
+      const body = await call(api, '/wxa/business/getuserphonenumber', { access_token: accessToken }, appid, { code })
+      const info = body.phone_info as Record<string, unknown> | undefined
+      const watermark = info?.watermark as Record<string, unknown> | undefined
+      const countryCode = info?.countryCode
+      if (
+        typeof info?.phoneNumber !== 'string' ||
+        typeof info.purePhoneNumber !== 'string' ||
+        !/^\d{3,20}$/.test(info.purePhoneNumber) ||
+        !(typeof countryCode === 'string' || typeof countryCode === 'number') ||
+        !/^\d{1,4}$/.test(String(countryCode))
+      ) {
+        options.log.warn({ api, appid }, 'WeChat answer lacks a well-formed phone_info')
+        throw new WeChatError(api, 'bad_response')
+      }
+      return {
+        phoneNumber: info.phoneNumber,
+        purePhoneNumber: info.purePhoneNumber,
+        countryCode: String(countryCode),
+        watermarkAppid: typeof watermark?.appid === 'string' ? watermark.appid : null,
+      }
     },
   }
 }

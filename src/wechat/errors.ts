@@ -18,6 +18,8 @@ export type WeChatFailure =
   | 'rate_limited'
   /** -1: WeChat is busy. */
   | 'busy'
+  /** 40001, 40014, 42001: the access_token is invalid or expired; fetch a new one and retry once. */
+  | 'access_token_invalid'
   /** No answer within the timeout, or the connection failed. */
   | 'unreachable'
   /** HTTP status other than 200. */
@@ -45,6 +47,9 @@ const FAILURE_BY_ERRCODE: Record<number, WeChatFailure> = {
   40226: 'user_blocked',
   45011: 'rate_limited',
   [-1]: 'busy',
+  40001: 'access_token_invalid',
+  40014: 'access_token_invalid',
+  42001: 'access_token_invalid',
 }
 
 export function failureOf(errcode: number): WeChatFailure {
@@ -53,6 +58,20 @@ export function failureOf(errcode: number): WeChatFailure {
 
 /** Seconds a client should wait before trying again, by failure. */
 export const retryAfterSeconds = { busy: 2, rate_limited: 60, unreachable: 5 } as const
+
+/** The answer when WeChat trouble (not the client's input) made a call fail. */
+export function upstreamErrorFor(error: WeChatError): OAuthError {
+  switch (error.failure) {
+    case 'rate_limited':
+      return new TemporarilyUnavailable('WeChat is rate limiting; try again later', retryAfterSeconds.rate_limited)
+    case 'busy':
+      return new TemporarilyUnavailable('WeChat is busy; try again shortly', retryAfterSeconds.busy)
+    case 'unreachable':
+      return new TemporarilyUnavailable('WeChat did not answer in time; try again shortly', retryAfterSeconds.unreachable)
+    default:
+      return new UpstreamError('WeChat returned an unusable answer')
+  }
+}
 
 /**
  * The answer to a client whose login WeChat refused or could not serve. WeChat trouble is never
@@ -66,13 +85,7 @@ export function loginErrorFor(error: WeChatError): OAuthError {
       return new InvalidGrant('the code was already used; call wx.login() again')
     case 'user_blocked':
       return new AccessDenied('WeChat refused this user')
-    case 'rate_limited':
-      return new TemporarilyUnavailable('WeChat is rate limiting logins; try again later', retryAfterSeconds.rate_limited)
-    case 'busy':
-      return new TemporarilyUnavailable('WeChat is busy; try again shortly', retryAfterSeconds.busy)
-    case 'unreachable':
-      return new TemporarilyUnavailable('WeChat did not answer in time; try again shortly', retryAfterSeconds.unreachable)
     default:
-      return new UpstreamError('WeChat returned an unusable answer')
+      return upstreamErrorFor(error)
   }
 }

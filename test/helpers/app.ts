@@ -5,7 +5,7 @@ import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { createApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
-import { buildDeps, type AppDeps } from '../../src/deps.js'
+import { buildDeps, closeDeps, type AppDeps } from '../../src/deps.js'
 import { createLogger } from '../../src/log.js'
 import type { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { TestClock } from './clock.js'
@@ -95,8 +95,7 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
     async close() {
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      deps.spentCodes.close()
-      await deps.db.destroy()
+      await closeDeps(deps)
     },
   }
   t.teardown(() => app.close())
