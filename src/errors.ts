@@ -26,6 +26,16 @@ export class InvalidRequest extends OAuthError {
   override readonly status: number = 400
 }
 
+/** Any other 4xx a library raised (its own message is not shown: it may quote the input). */
+export class ClientError extends InvalidRequest {
+  constructor(
+    description: string,
+    override readonly status: number,
+  ) {
+    super(description)
+  }
+}
+
 /** A request body over the size limit. */
 export class PayloadTooLarge extends InvalidRequest {
   override readonly status = 413

@@ -9,7 +9,7 @@ export type { Logger }
 export const redactedPaths = [
   'secret', '*.secret',
   'session_key', '*.session_key', '*.sessionKey',
-  'code', '*.code', '*.js_code',
+  'code', 'params.code', 'body.code', '*.js_code',
   'token', '*.token', '*.access_token', '*.refresh_token', '*.id_token',
   '*.authorization', '*.headers.authorization', '*.headers.cookie',
   'url', '*.url',

@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type RequestListener, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { createApp } from './app.js'
 import { systemClock } from './clock.js'
@@ -33,17 +34,30 @@ function warnDevelopment(log: Logger, config: Config): void {
  * @example const running = await start(process.env)
  */
 export async function start(env: Record<string, string | undefined>, log?: Logger): Promise<Running> {
-  const config = loadConfig(env)
+  let config = loadConfig(env)
   const logger = log ?? createLogger({ level: config.logLevel })
-  const deps = await buildDeps(config, { clock: systemClock, log: logger })
-  const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, createApp(deps).callback())
+  // Listen first: with PORT=0 the port (and so the default issuer and the simulator's URL) is known only then.
+  let handler: RequestListener = (_req, res) => {
+    res.statusCode = 503
+    res.setHeader('Retry-After', '1')
+    res.end()
+  }
+  const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => handler(req, res))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(config.port, config.host, () => resolve())
   })
+  const port = (server.address() as AddressInfo).port
+  if (config.port === 0) config = loadConfig({ ...env, PORT: String(port) })
+  let deps: AppDeps
+  try {
+    deps = await buildDeps(config, { clock: systemClock, log: logger })
+  } catch (error) {
+    server.close()
+    throw error
+  }
+  handler = createApp(deps).callback()
   warnDevelopment(logger, config)
-  const address = server.address()
-  const port = typeof address === 'object' && address ? address.port : config.port
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
   logger.info({ listen: url, issuer: config.issuer, kid: deps.keys.active().kid }, 'minigate listening')
 

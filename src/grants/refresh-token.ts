@@ -67,12 +67,11 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps): Promise<
     if (session.expires_at <= now) return { refused: 'the login has reached its maximum age; log in again' }
     const user = await findUserById(trx, session.user_id)
     if (!user || user.disabled_at !== null) return { refused: 'the user is disabled' }
-    const scope = narrowedScope(params.scope, session.scope)
-
     if (row.spent_at !== null) {
       if (await withinGrace(trx, deps, row, now)) {
+        await touchLoginSession(trx, session.id, now)
         deps.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, jti: row.jti }, 'refresh token replayed within the grace window')
-        return { tokens: await issueTokens(trx, deps, session, user, row.jti, scope) }
+        return { tokens: await issueTokens(trx, deps, session, user, row.jti, narrowedScope(params.scope, session.scope)) }
       }
       await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
       await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: app.appid, sid: session.id, detail: `jti=${row.jti}` })
@@ -80,6 +79,7 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps): Promise<
       return { refused: 'the refresh token was already used; the login has been revoked' }
     }
 
+    const scope = narrowedScope(params.scope, session.scope)
     if (!(await spendRefreshToken(trx, row.jti, now))) return { refused: 'the refresh token was already used' }
     await touchLoginSession(trx, session.id, now)
     return { tokens: await issueTokens(trx, deps, session, user, row.jti, scope) }

@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa'
 import bodyParser from 'koa-bodyparser'
-import { InvalidRequest, UnsupportedMediaType } from '../errors.js'
+import { InvalidRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js'
 
 /** Largest body minigate reads on its JSON and form endpoints. */
 export const BODY_LIMIT = '16kb'
@@ -18,7 +18,7 @@ const parser = bodyParser({
   formLimit: BODY_LIMIT,
   strict: true,
   // koa-bodyparser reads form bodies with qs: keep it from building arrays or nested objects.
-  queryString: { allowDots: false, depth: 0, arrayLimit: 100, parameterLimit: 100 },
+  queryString: { allowDots: false, depth: 0, arrayLimit: 100, parameterLimit: 100, throwOnLimitExceeded: true },
 } as bodyParser.Options)
 
 /**
@@ -27,29 +27,73 @@ const parser = bodyParser({
  *
  * @example router.post('/token', parseParams(), tokenEndpoint)
  */
-export function parseParams(types: Array<'form' | 'json'> = ['form', 'json']): Middleware {
+export function parseParams(types: Array<'form' | 'json'> = ['form', 'json'], options: { scalars?: boolean } = {}): Middleware {
   const accepted = types.map((type) => (type === 'form' ? FORM : JSON_TYPE))
   return async function parseParamsMiddleware(ctx: Context, next: Next) {
     if (!ctx.request.is(...accepted)) {
       throw new UnsupportedMediaType(`the body must be ${accepted.join(' or ')}`)
     }
-    await parser(ctx, async () => {})
-    ctx.state.params = toParams(ctx.request.body)
+    try {
+      await parser(ctx, async () => {})
+    } catch (error) {
+      const status = (error as { status?: unknown }).status
+      if (status === 413) throw new PayloadTooLarge('the request body is too large')
+      if (status === 415) throw new UnsupportedMediaType('the request body has an unsupported encoding or charset')
+      throw new InvalidRequest('the request body is malformed')
+    }
+    const params = toParams(ctx.request.body, options.scalars ?? false)
+    if (ctx.request.is(JSON_TYPE)) {
+      const repeated = repeatedJsonKey((ctx.request as { rawBody?: string }).rawBody ?? '')
+      if (repeated !== undefined) throw new InvalidRequest(`the ${safeName(repeated)} parameter must not be repeated`)
+    }
+    ctx.state.params = params
     await next()
   }
 }
 
-function toParams(body: unknown): Params {
+function toParams(body: unknown, scalars: boolean): Params {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new InvalidRequest('the body must be an object of parameters')
   }
   const params: Params = {}
   for (const [name, value] of Object.entries(body)) {
     if (Array.isArray(value)) throw new InvalidRequest(`the ${safeName(name)} parameter must not be repeated`)
-    if (typeof value !== 'string') throw new InvalidRequest(`the ${safeName(name)} parameter must be a string`)
-    params[name] = value
+    if (scalars && (typeof value === 'number' || typeof value === 'boolean')) params[name] = String(value)
+    else if (typeof value !== 'string') throw new InvalidRequest(`the ${safeName(name)} parameter must be a string`)
+    else params[name] = value
   }
   return params
+}
+
+const JSON_STRING = /"(?:[^"\\]|\\.)*"/y
+const JSON_SCALAR = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y
+
+/**
+ * The first key a flat JSON object repeats. JSON.parse silently keeps the last of repeated keys, so a
+ * repeated parameter in JSON would slip past the check form bodies get. Called only on a body that
+ * already parsed as a flat object of scalars.
+ */
+export function repeatedJsonKey(raw: string): string | undefined {
+  const seen = new Set<string>()
+  let at = raw.indexOf('{') + 1
+  const token = (pattern: RegExp): string => {
+    while (/\s/.test(raw[at] ?? '')) at += 1
+    pattern.lastIndex = at
+    const match = pattern.exec(raw)
+    if (!match) return ''
+    at = pattern.lastIndex
+    return match[0]
+  }
+  for (;;) {
+    const key = token(JSON_STRING)
+    if (key === '') return undefined
+    const name = JSON.parse(key) as string
+    if (seen.has(name)) return name
+    seen.add(name)
+    token(/:/y)
+    if (token(JSON_STRING) === '') token(JSON_SCALAR)
+    if (token(/,/y) === '') return undefined
+  }
 }
 
 /** A parameter name fit to echo in an error description. */

@@ -1,6 +1,8 @@
 import type { Context, Next } from 'koa'
 import {
+  ClientError,
   InvalidRequest,
+  NotFound,
   OAuthError,
   PayloadTooLarge,
   UnsupportedMediaType,
@@ -13,7 +15,9 @@ function fromHttpError(error: unknown): OAuthError | undefined {
   if (typeof status !== 'number' || status < 400 || status >= 500) return undefined
   if (status === 413) return new PayloadTooLarge('the request body is too large')
   if (status === 415) return new UnsupportedMediaType('the request body has an unsupported content type or charset')
-  return new InvalidRequest('the request body is malformed')
+  if (status === 404) return new NotFound('not found')
+  if (status === 400) return new InvalidRequest('the request is malformed')
+  return new ClientError(`the request was refused (HTTP ${status})`, status)
 }
 
 /**

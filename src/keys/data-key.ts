@@ -36,9 +36,11 @@ export function loadSecretBox(dir: string): SecretBox {
     open(sealed, associatedData) {
       const [version, iv, body, tag] = sealed.split('.')
       if (version !== VERSION || iv === undefined || body === undefined || tag === undefined) throw new Error('unknown sealed format')
-      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'))
+      const authTag = Buffer.from(tag, 'base64url')
+      if (authTag.length !== 16) throw new Error('sealed value has a truncated authentication tag')
+      const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'), { authTagLength: 16 })
       decipher.setAAD(Buffer.from(associatedData))
-      decipher.setAuthTag(Buffer.from(tag, 'base64url'))
+      decipher.setAuthTag(authTag)
       return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8')
     },
   }

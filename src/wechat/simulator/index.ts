@@ -105,7 +105,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
     return appid
   }
 
-  router.post('/login', parseParams(['json', 'form']), function simulateWxLogin(ctx) {
+  router.post('/login', parseParams(['json', 'form'], { scalars: true }), function simulateWxLogin(ctx) {
     const params: Params = ctx.state.params
     const appid = appOf(params)
     const code = state.login({
@@ -118,7 +118,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
     ctx.body = { code }
   })
 
-  router.post('/faults', parseParams(['json', 'form']), function armFault(ctx) {
+  router.post('/faults', parseParams(['json', 'form'], { scalars: true }), function armFault(ctx) {
     const params: Params = ctx.state.params
     const api = params.api as SimulatedApi
     const mode = params.mode as FaultMode
@@ -130,7 +130,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
     ctx.body = { api, mode, count }
   })
 
-  router.post('/phone-code', parseParams(['json', 'form']), function simulateGetPhoneNumberButton(ctx) {
+  router.post('/phone-code', parseParams(['json', 'form'], { scalars: true }), function simulateGetPhoneNumberButton(ctx) {
     const params: Params = ctx.state.params
     const appid = appOf(params)
     const phone = params.phone ?? ''
@@ -145,7 +145,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
     ctx.body = { code }
   })
 
-  router.post('/encrypt', parseParams(['json', 'form']), function simulateEncryptedData(ctx) {
+  router.post('/encrypt', parseParams(['json', 'form'], { scalars: true }), function simulateEncryptedData(ctx) {
     const params: Params = ctx.state.params
     const appid = appOf(params)
     const openid = optional(params, 'openid', ID) ?? SimulatorState.defaultOpenid(appid)
@@ -167,7 +167,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
     ctx.body = { encrypted_data: sealed.encryptedData, iv: sealed.iv }
   })
 
-  router.post('/access-tokens/invalidate', parseParams(['json', 'form']), function invalidateAccessTokens(ctx) {
+  router.post('/access-tokens/invalidate', parseParams(['json', 'form'], { scalars: true }), function invalidateAccessTokens(ctx) {
     const appid = appOf(ctx.state.params)
     state.invalidateAccessTokens(appid)
     ctx.body = { appid, invalidated: true }
