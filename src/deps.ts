@@ -3,7 +3,7 @@ import type { Config } from './config.js'
 import { SpentCodes } from './grants/spent-codes.js'
 import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
-import { loadKeyStore, type KeyStore } from './keys/signing-keys.js'
+import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
 import type { Logger } from './log.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
@@ -13,7 +13,8 @@ import { createSimulator, type Simulator } from './wechat/simulator/index.js'
 export interface AppDeps {
   config: Config
   db: Db
-  keys: KeyStore
+  /** The signing keys and their rotation schedule. */
+  keys: KeyRing
   secretBox: SecretBox
   wechat: WeChatClient
   /** WeChat server-API access_tokens, per appid. */
@@ -33,11 +34,12 @@ export interface AppDeps {
  * @example const deps = await buildDeps(loadConfig(process.env), { clock: systemClock, log })
  */
 export async function buildDeps(config: Config, options: { clock: Clock; log: Logger; fetch?: typeof fetch }): Promise<AppDeps> {
-  const keys = await loadKeyStore(config.keysDir, options.clock)
   const secretBox = loadSecretBox(config.keysDir)
   const db = openDatabase(config.dbFile)
+  let keys: KeyRing
   try {
     await migrateToLatest(db)
+    keys = await openKeyRing({ dir: config.keysDir, db, clock: options.clock, timing: keyTiming(config), log: options.log })
   } catch (error) {
     await db.destroy()
     throw error

@@ -3,6 +3,7 @@ import { purgeExpiredRefreshTokens } from './db/refresh-tokens.js'
 import { purgeExpiredRevocations } from './db/revoked-access-tokens.js'
 import { purgeEndedSessions } from './db/sessions.js'
 import type { AppDeps } from './deps.js'
+import { KEY_RELOAD_SECONDS } from './keys/key-ring.js'
 
 /** Deletes rows that can no longer matter: expired refresh tokens and revocations, ended logins. */
 export async function purgeExpired(deps: AppDeps): Promise<{ refreshTokens: number; sessions: number; revocations: number }> {
@@ -14,14 +15,25 @@ export async function purgeExpired(deps: AppDeps): Promise<{ refreshTokens: numb
   }))
 }
 
-/** Runs `purgeExpired` every `purgeInterval` seconds; returns the function that stops it. */
+/**
+ * Runs `purgeExpired` every `purgeInterval` seconds, and re-reads the signing-key schedule every
+ * `KEY_RELOAD_SECONDS` so key changes made with the CLI take effect without a restart. Returns the
+ * function that stops both.
+ */
 export function startMaintenance(deps: AppDeps): () => void {
-  const timer = setInterval(() => {
+  const purge = setInterval(() => {
     purgeExpired(deps).then(
       (purged) => deps.log.info({ event: 'purge', ...purged }, 'purged expired rows'),
       (error: unknown) => deps.log.error({ err: error }, 'purge failed'),
     )
   }, deps.config.purgeInterval * 1000)
-  timer.unref()
-  return () => clearInterval(timer)
+  const reload = setInterval(() => {
+    deps.keys.reload().catch((error: unknown) => deps.log.error({ err: error }, 'signing key reload failed; keeping the keys loaded before'))
+  }, KEY_RELOAD_SECONDS * 1000)
+  purge.unref()
+  reload.unref()
+  return () => {
+    clearInterval(purge)
+    clearInterval(reload)
+  }
 }

@@ -17,6 +17,7 @@ import {
 import * as initial from './migrations/0001-initial.js'
 import * as tokenLifecycle from './migrations/0002-token-lifecycle.js'
 import * as avatars from './migrations/0003-avatars.js'
+import * as signingKeys from './migrations/0004-signing-keys.js'
 import type { Database } from './schema.js'
 
 export type Db = Kysely<Database>
@@ -47,6 +48,7 @@ const migrations: Record<string, Migration> = {
   '0001-initial': initial,
   '0002-token-lifecycle': tokenLifecycle,
   '0003-avatars': avatars,
+  '0004-signing-keys': signingKeys,
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

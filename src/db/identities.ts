@@ -33,3 +33,7 @@ export async function updateSessionKey(db: Q, id: number, sessionKeyEnc: string,
 export function findIdentityOfUser(db: Q, userId: string, appid: string): Promise<WeChatIdentity | undefined> {
   return db.selectFrom('wechat_identities').selectAll().where('user_id', '=', userId).where('appid', '=', appid).executeTakeFirst()
 }
+
+export function listIdentitiesOfUser(db: Q, userId: string): Promise<WeChatIdentity[]> {
+  return db.selectFrom('wechat_identities').selectAll().where('user_id', '=', userId).orderBy('created_at').execute()
+}

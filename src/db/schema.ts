@@ -83,6 +83,21 @@ export interface AvatarTable {
   created_at: number
 }
 
+/**
+ * A signing key's schedule; the key itself is a 0600 PEM file in the keys folder. Its state follows
+ * from the times: `next` until `activates_at`, `active` until `retires_at`, `retired` (published, not
+ * signing) until every token it signed has expired, then gone. `removed_at` ends it early.
+ */
+export interface SigningKeyTable {
+  kid: string
+  /** The PEM file's name inside the keys folder. */
+  file: string
+  created_at: number
+  activates_at: number | null
+  retires_at: number | null
+  removed_at: number | null
+}
+
 export interface Database {
   users: UserTable
   wechat_identities: WeChatIdentityTable
@@ -91,6 +106,7 @@ export interface Database {
   revoked_access_tokens: RevokedAccessTokenTable
   audit_events: AuditEventTable
   avatars: AvatarTable
+  signing_keys: SigningKeyTable
 }
 
 export type User = Selectable<UserTable>
@@ -103,3 +119,4 @@ export type RefreshToken = Selectable<RefreshTokenTable>
 export type NewRefreshToken = Insertable<RefreshTokenTable>
 export type NewAuditEvent = Insertable<AuditEventTable>
 export type Avatar = Selectable<AvatarTable>
+export type SigningKeyRow = Selectable<SigningKeyTable>

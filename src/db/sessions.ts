@@ -47,3 +47,14 @@ export async function purgeEndedSessions(db: Q, now: number, refreshTtl: number)
     .executeTakeFirst()
   return Number(result.numDeletedRows)
 }
+
+export function listUserSessions(db: Q, userId: string): Promise<LoginSession[]> {
+  return db.selectFrom('login_sessions').selectAll().where('user_id', '=', userId).orderBy('created_at', 'desc').execute()
+}
+
+/** Revokes every live login of a user; returns their ids. */
+export async function revokeUserSessions(db: Q, userId: string, now: number, reason: string): Promise<string[]> {
+  const live = await db.selectFrom('login_sessions').select('id').where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
+  for (const { id } of live) await revokeFamily(db, id, now, reason)
+  return live.map(({ id }) => id)
+}

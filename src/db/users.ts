@@ -42,3 +42,21 @@ export async function updateProfile(db: Q, id: string, profile: { nickname?: str
     .returningAll()
     .executeTakeFirstOrThrow()
 }
+
+/** Finds a user by minigate id, or by an openid in any app. */
+export async function findUserBySubOrOpenid(db: Q, subOrOpenid: string): Promise<User | undefined> {
+  const bySub = await findUserById(db, subOrOpenid)
+  if (bySub) return bySub
+  return db
+    .selectFrom('users')
+    .selectAll('users')
+    .innerJoin('wechat_identities', 'wechat_identities.user_id', 'users.id')
+    .where('wechat_identities.openid', '=', subOrOpenid)
+    .executeTakeFirst()
+}
+
+/** Disables (a time) or enables (null) a user. Returns false for an unknown user. */
+export async function setUserDisabled(db: Q, id: string, disabledAt: number | null, now: number): Promise<boolean> {
+  const result = await db.updateTable('users').set({ disabled_at: disabledAt, updated_at: now }).where('id', '=', id).executeTakeFirst()
+  return result.numUpdatedRows === 1n
+}

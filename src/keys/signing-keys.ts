@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, type JWK } from 'jose'
 import type { Clock } from '../clock.js'
@@ -33,7 +33,7 @@ export class KeyFileError extends Error {
 export const MIN_RSA_BITS = 2048
 
 /** Reads one PEM private key file; a key that is unreadable, not RSA or too weak stops the start. */
-async function readSigningKey(file: string): Promise<SigningKey> {
+export async function readSigningKey(file: string): Promise<SigningKey> {
   let privateKey: KeyObject
   try {
     privateKey = createPrivateKey(readFileSync(file))
@@ -65,25 +65,4 @@ export function generateSigningKeyFile(dir: string, clock: Clock): string {
   const file = join(dir, `signing-${clock.now()}.pem`)
   writePrivateFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
   return file
-}
-
-/**
- * Loads every `*.pem` signing key of `dir`, generating one when there is none. The newest key signs.
- *
- * @example const keys = await loadKeyStore('keys', systemClock)
- */
-export async function loadKeyStore(dir: string, clock: Clock): Promise<KeyStore> {
-  ensurePrivateDir(dir)
-  let files = readdirSync(dir).filter((name) => name.endsWith('.pem'))
-  if (files.length === 0) files = [generateSigningKeyFile(dir, clock).slice(dir.length + 1)]
-  const keys = await Promise.all(files.map((name) => readSigningKey(join(dir, name))))
-  keys.sort((a, b) => a.createdAt - b.createdAt || a.file.localeCompare(b.file))
-  const byKid = new Map(keys.map((key) => [key.kid, key]))
-  const active = keys[keys.length - 1] as SigningKey
-  const jwks = { keys: keys.map((key) => key.publicJwk) }
-  return {
-    active: () => active,
-    get: (kid) => (typeof kid === 'string' ? byKid.get(kid) : undefined),
-    jwks: () => jwks,
-  }
 }

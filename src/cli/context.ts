@@ -1,0 +1,54 @@
+import type { Clock } from '../clock.js'
+import { loadConfig, type Config } from '../config.js'
+import { migrateToLatest, openDatabase, type Db } from '../db/connection.js'
+import { keyTiming } from '../keys/key-ring.js'
+import type { KeyAdmin } from '../keys/rotation.js'
+
+/** Where a command writes, and what it runs against. */
+export interface CliIo {
+  env: Record<string, string | undefined>
+  stdout: (text: string) => void
+  stderr: (text: string) => void
+  clock: Clock
+}
+
+/** A failure the operator can act on: printed as one line, exit code 1. */
+export class CliError extends Error {
+  override name = 'CliError'
+}
+
+/** A wrong command line: printed with the usage, exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
+
+export interface CliContext {
+  config: Config
+  db: Db
+  admin: KeyAdmin
+  io: CliIo
+  json: boolean
+  /** Prints a result: JSON with `--json`, else the human text. */
+  print(result: unknown, text: string): void
+}
+
+/** Opens the database of the configured environment (migrated), for one command. */
+export async function openContext(io: CliIo, json: boolean): Promise<CliContext> {
+  const config = loadConfig(io.env)
+  const db = openDatabase(config.dbFile)
+  await migrateToLatest(db)
+  return {
+    config,
+    db,
+    admin: { dir: config.keysDir, db, clock: io.clock, timing: keyTiming(config) },
+    io,
+    json,
+    print(result, text) {
+      io.stdout(json ? `${JSON.stringify(result, null, 2)}\n` : `${text}\n`)
+    },
+  }
+}
+
+export function when(seconds: number | null): string {
+  return seconds === null ? '-' : new Date(seconds * 1000).toISOString()
+}

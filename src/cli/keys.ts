@@ -1,0 +1,69 @@
+import { epochSeconds } from '../clock.js'
+import { activateKey, addKey, KeyOperationRefused, listKeys, retireKey, rotateKeys } from '../keys/rotation.js'
+import { CliError, UsageError, when, type CliContext } from './context.js'
+
+export const keysHelp = `minigate keys <command>
+
+  list                      every key: kid, state, created, activation, retirement, safe to drop
+  add                       generate a new RSA-2048 key as next (published, not signing)
+  activate <kid> [--force]  make a next key the signing key; the current one retires
+                            (refused until the key has been published for the JWKS cache time)
+  retire <kid> [--force]    withdraw a key from the JWKS for good (refused while tokens it
+                            signed may be unexpired; --force for a compromised key)
+  rotate                    add a key, activate it once verifiers' caches have it, retire the old one
+
+Options: --json (machine-readable output), --help. A running server picks changes up within seconds.`
+
+async function refusedAsCliError<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work
+  } catch (error) {
+    if (error instanceof KeyOperationRefused) throw new CliError(error.message)
+    throw error
+  }
+}
+
+export async function keysCommand(ctx: CliContext, args: string[], force: boolean): Promise<void> {
+  const [command, kid, ...extra] = args
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
+  const needKid = (): string => {
+    if (!kid) throw new UsageError(`keys ${command} needs a kid (see minigate keys list)`)
+    return kid
+  }
+  switch (command) {
+    case 'list': {
+      const keys = await listKeys(ctx.admin)
+      const lines = keys.map((key) => `${key.kid}  ${key.state.padEnd(7)}  created ${when(key.created_at)}  activates ${when(key.activates_at)}  retires ${when(key.retires_at)}  safe to drop ${when(key.safe_to_drop_at)}`)
+      ctx.print(keys, lines.join('\n') || 'no keys')
+      return
+    }
+    case 'add': {
+      const key = await addKey(ctx.admin)
+      ctx.print(key, `added ${key.kid} (next: published now, not signing; activate after ${when(key.created_at + ctx.admin.timing.publishDelay)})`)
+      return
+    }
+    case 'activate': {
+      const key = await refusedAsCliError(activateKey(ctx.admin, needKid(), { force }))
+      ctx.print(key, `${key.kid} now signs new tokens`)
+      return
+    }
+    case 'retire': {
+      const key = await refusedAsCliError(retireKey(ctx.admin, needKid(), { force }))
+      ctx.print(key, `${key.kid} withdrawn from the JWKS`)
+      return
+    }
+    case 'rotate': {
+      if (kid) throw new UsageError('keys rotate takes no kid')
+      const rotation = await rotateKeys(ctx.admin)
+      const now = epochSeconds(ctx.io.clock)
+      ctx.print(
+        rotation,
+        `added ${rotation.added.kid}; it signs from ${when(rotation.activatesAt)} (in ${rotation.activatesAt - now} s)` +
+          (rotation.retiring.length ? `; then ${rotation.retiring.join(', ')} retires and stays published until its tokens have expired` : ''),
+      )
+      return
+    }
+    default:
+      throw new UsageError(command ? `unknown keys command: ${command}` : 'keys needs a command')
+  }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { systemClock } from '../clock.js'
+import { ConfigError } from '../config.js'
+import { migrateToLatest } from '../db/connection.js'
+import { CliError, openContext, UsageError, type CliIo } from './context.js'
+import { keysCommand, keysHelp } from './keys.js'
+import { sessionsCommand, sessionsHelp } from './sessions.js'
+import { usersCommand, usersHelp } from './users.js'
+
+export const help = `minigate: the operator command line (works while the server runs)
+
+  minigate migrate                  bring the database (MINIGATE_DB) to the newest schema
+  minigate keys list|add|activate|retire|rotate
+  minigate users show|disable|enable
+  minigate sessions list|revoke
+
+Every command takes --help and --json. It reads the same environment as the server
+(MINIGATE_DB, MINIGATE_KEYS_DIR, TTLs). Exit codes: 0 done, 1 refused or failed, 2 usage error.`
+
+const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema.' }
+
+/**
+ * Runs one CLI command and returns its exit code.
+ *
+ * @example process.exitCode = await run(['keys', 'list', '--json'], io)
+ */
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { json: { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, user: { type: 'string' } },
+    })
+  } catch (error) {
+    io.stderr(`minigate: ${(error as Error).message}\n\n${help}\n`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  const [group, ...rest] = positionals
+  if (values.help || !group) {
+    io.stdout(`${(group && helps[group]) ?? help}\n`)
+    return values.help ? 0 : 2
+  }
+  if (!helps[group]) {
+    io.stderr(`minigate: unknown command ${group}\n\n${help}\n`)
+    return 2
+  }
+  let ctx
+  try {
+    ctx = await openContext(io, values.json ?? false)
+  } catch (error) {
+    io.stderr(`minigate: ${(error as Error).message}\n`)
+    return 1
+  }
+  try {
+    if (group === 'migrate') {
+      const { results = [] } = await migrateToLatest(ctx.db)
+      ctx.print({ applied: results.map((result) => result.migrationName) }, `${ctx.config.dbFile} is at the newest schema`)
+    } else if (group === 'keys') await keysCommand(ctx, rest, values.force ?? false)
+    else if (group === 'users') await usersCommand(ctx, rest)
+    else await sessionsCommand(ctx, rest, values.user)
+    return 0
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(`minigate: ${error.message}\n\n${helps[group]}\n`)
+      return 2
+    }
+    io.stderr(`minigate: ${error instanceof CliError || error instanceof ConfigError ? error.message : `failed: ${(error as Error).message}`}\n`)
+    return 1
+  } finally {
+    await ctx.db.destroy()
+  }
+}
+
+const invoked = process.argv[1] ? realpathSync(process.argv[1]) : ''
+if (invoked === fileURLToPath(import.meta.url)) {
+  const io: CliIo = { env: process.env, stdout: (text) => process.stdout.write(text), stderr: (text) => process.stderr.write(text), clock: systemClock }
+  process.exitCode = await run(process.argv.slice(2), io)
+}
