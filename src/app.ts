@@ -34,7 +34,7 @@ async function unmatchedAsErrors(ctx: Context, next: Next) {
  * @example http.createServer(createApp(await buildDeps(config, { clock: systemClock, log })).callback())
  */
 export function createApp(deps: AppDeps): Koa {
-  const app = new Koa()
+  const app = new Koa({ proxy: deps.config.trustProxy > 0, maxIpsCount: deps.config.trustProxy })
   app.silent = true
   app.on('error', (error: unknown) => deps.log.error({ err: error }, 'error outside the request pipeline'))
 

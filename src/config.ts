@@ -50,6 +50,10 @@ export interface Config {
   purgeInterval: number
   jwksMaxAge: number
   avatarMaxBytes: number
+  /** Requests per minute per IP on /token, and refreshes per client and per user; null when off. */
+  rateLimits: { ip: number; client: number; user: number } | null
+  /** Proxy hops in front of minigate whose X-Forwarded-For is trusted (0: the socket address is the client). */
+  trustProxy: number
   logLevel: string
 }
 
@@ -71,6 +75,8 @@ export const defaults = {
   wechatTimeoutMs: 5000,
   /** `stable_token`: every instance shares one WeChat access_token; `token` invalidates the previous one on each fetch. */
   wechatTokenApi: 'stable_token',
+  /** Rate limits per minute: /token requests per IP (generous: mobile carriers share addresses), refreshes per client and per user. */
+  rateLimits: { ip: 300, client: 6000, user: 30 },
   /** Largest avatar upload, in bytes. */
   avatarMaxBytes: 2 * 1024 * 1024,
   /** The `aud` of access tokens: the business services that accept them. */
@@ -131,6 +137,28 @@ function flag(env: Env, name: string): boolean {
   if (raw === '' || raw === '0' || raw === 'false' || raw === 'no' || raw === 'off') return false
   if (raw === '1' || raw === 'true' || raw === 'yes' || raw === 'on') return true
   throw new ConfigError(`${name} must be 1 or 0, got "${env[name]}"`)
+}
+
+/** `off`, `on` (the defaults), or `ip=300,client=6000,user=30` (per minute; unnamed ones keep their default). */
+function rateLimits(env: Env): Config['rateLimits'] {
+  const raw = env.MINIGATE_RATE_LIMITS?.trim().toLowerCase() ?? ''
+  if (raw === 'off') return null
+  const limits: { ip: number; client: number; user: number } = { ...defaults.rateLimits }
+  if (raw === '' || raw === 'on') return limits
+  for (const item of raw.split(',')) {
+    const match = /^(ip|client|user)=(\d{1,7})$/.exec(item.trim())
+    if (!match || Number(match[2]) < 1) throw new ConfigError(`MINIGATE_RATE_LIMITS must be off, on, or like ip=300,client=6000,user=30 (per minute), got "${raw}"`)
+    limits[match[1] as keyof typeof limits] = Number(match[2])
+  }
+  return limits
+}
+
+function trustProxy(env: Env): number {
+  const raw = env.MINIGATE_TRUST_PROXY?.trim().toLowerCase() ?? ''
+  if (raw === '' || raw === '0' || raw === 'false' || raw === 'off') return 0
+  if (raw === 'true' || raw === 'on') return 1
+  if (/^[1-9]$/.test(raw)) return Number(raw)
+  throw new ConfigError(`MINIGATE_TRUST_PROXY must be the number of proxy hops (0 to 9) or true, got "${env.MINIGATE_TRUST_PROXY}"`)
 }
 
 function tokenApi(env: Env): 'stable_token' | 'token' {
@@ -239,6 +267,8 @@ export function loadConfig(env: Env): Config {
     purgeInterval: defaults.purgeInterval,
     jwksMaxAge: defaults.jwksMaxAge,
     avatarMaxBytes: defaults.avatarMaxBytes,
+    rateLimits: rateLimits(env),
+    trustProxy: trustProxy(env),
     logLevel,
   }
 }

@@ -4,6 +4,7 @@ import { SpentCodes } from './grants/spent-codes.js'
 import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
+import { createRateLimits, type RateLimits } from './http/rate-limit.js'
 import type { Logger } from './log.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
@@ -21,6 +22,8 @@ export interface AppDeps {
   wechatTokens: AccessTokenManager
   /** wx.login() codes already sent to WeChat. */
   spentCodes: SpentCodes
+  /** Rate limiters; absent when MINIGATE_RATE_LIMITS=off. */
+  limits?: RateLimits
   clock: Clock
   log: Logger
   /** The WeChat simulator, when it is on: mounted at `/_dev/wechat`. */
@@ -53,6 +56,7 @@ export async function buildDeps(config: Config, options: { clock: Clock; log: Lo
   })
   const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
   const deps: AppDeps = { config, db, keys, secretBox, wechat, wechatTokens, spentCodes: new SpentCodes(), clock: options.clock, log: options.log }
+  if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock)
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
 }

@@ -142,6 +142,16 @@ export class InsufficientScope extends OAuthError {
   }
 }
 
+/** 429: over a rate limit; the client may try again after `retryAfter` seconds. */
+export class TooManyRequests extends OAuthError {
+  override readonly code = 'too_many_requests'
+  override readonly status = 429
+  constructor(description: string, retryAfter: number) {
+    super(description)
+    this.headers['Retry-After'] = String(retryAfter)
+  }
+}
+
 /** WeChat is busy, rate limited or slow: the client may try again after `retryAfter` seconds. */
 export class TemporarilyUnavailable extends OAuthError {
   override readonly code = 'temporarily_unavailable'

@@ -42,7 +42,7 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
     res.setHeader('Retry-After', '1')
     res.end()
   }
-  const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => handler(req, res))
+  const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => handler(req, res))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(config.port, config.host, () => resolve())
@@ -89,10 +89,20 @@ async function main(): Promise<void> {
     }
     throw error
   }
+  let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      running.deps.log.info({ signal }, 'shutting down: finishing in-flight requests')
-      void running.close().then(() => process.exit(0))
+    process.on(signal, () => {
+      if (stopping) {
+        running.deps.log.warn({ signal }, 'second signal: exiting without waiting')
+        process.exit(1)
+      }
+      stopping = true
+      const closed = running.close()
+      running.deps.log.info({ signal }, 'shutting down: no new connections, finishing in-flight requests')
+      void closed.then(() => {
+        running.deps.log.info('shut down cleanly')
+        process.exit(0)
+      })
     })
   }
 }

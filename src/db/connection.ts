@@ -18,6 +18,7 @@ import * as initial from './migrations/0001-initial.js'
 import * as tokenLifecycle from './migrations/0002-token-lifecycle.js'
 import * as avatars from './migrations/0003-avatars.js'
 import * as signingKeys from './migrations/0004-signing-keys.js'
+import * as auditIp from './migrations/0005-audit-ip.js'
 import type { Database } from './schema.js'
 
 export type Db = Kysely<Database>
@@ -49,6 +50,7 @@ const migrations: Record<string, Migration> = {
   '0002-token-lifecycle': tokenLifecycle,
   '0003-avatars': avatars,
   '0004-signing-keys': signingKeys,
+  '0005-audit-ip': auditIp,
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }

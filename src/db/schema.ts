@@ -72,6 +72,8 @@ export interface AuditEventTable {
   client_id: string | null
   sid: string | null
   detail: string | null
+  /** Keyed hash of the client IP (see SecretBox.fingerprint); null for operator actions. */
+  ip_hash: string | null
 }
 
 /** An uploaded avatar image (PNG, JPEG or WebP). */

@@ -8,6 +8,8 @@ import { findUserById } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidGrant, InvalidScope } from '../errors.js'
 import { required, type Params } from '../http/body.js'
+import { enforce } from '../http/rate-limit.js'
+import type { GrantRequest } from './grant.js'
 import type { RefreshTokenClaims } from '../tokens/claims.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
 import { tokenHash } from '../tokens/mint.js'
@@ -52,11 +54,13 @@ async function withinGrace(trx: Trx, deps: AppDeps, row: RefreshToken, now: numb
  * compare-and-set and a new pair is issued in the same family, in one transaction. Presenting a spent
  * token again is reuse: the whole family is revoked and the event audited.
  */
-export async function refreshTokenGrant(params: Params, deps: AppDeps): Promise<TokenResponse> {
+export async function refreshTokenGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
   const app = resolveClient(deps.config.apps, params.client_id)
   const presented = required(params, 'refresh_token')
   const claims = await verified(deps, presented)
   if (claims.client_id !== app.appid) throw new InvalidGrant('the refresh token was issued to another client')
+  enforce(deps.limits?.client, app.appid, 'for this client')
+  enforce(deps.limits?.user, claims.sub, 'for this user')
 
   const outcome = await deps.db.transaction().execute(async (trx): Promise<Outcome> => {
     const now = epochSeconds(deps.clock)
@@ -74,7 +78,7 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps): Promise<
         return { tokens: await issueTokens(trx, deps, session, user, row.jti, narrowedScope(params.scope, session.scope)) }
       }
       await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
-      await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: app.appid, sid: session.id, detail: `jti=${row.jti}` })
+      await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: app.appid, sid: session.id, detail: `jti=${row.jti}`, ip_hash: request.ipHash })
       deps.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, jti: row.jti, client_id: app.appid }, 'spent refresh token presented again: login revoked')
       return { refused: 'the refresh token was already used; the login has been revoked' }
     }

@@ -9,6 +9,7 @@ import { findUserById, findUserByUnionid, insertUser, linkUnionid } from '../db/
 import type { AppDeps } from '../deps.js'
 import { AccessDenied, InvalidGrant } from '../errors.js'
 import type { Params } from '../http/body.js'
+import type { GrantRequest } from './grant.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
 import { randomId } from '../tokens/mint.js'
 import type { WeChatSession } from '../wechat/client.js'
@@ -72,7 +73,7 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
  * optional `scope`. WeChat is called once per code; every row of the login is written in one
  * transaction after WeChat answered, so a failed call leaves nothing behind.
  */
-export async function wechatCodeGrant(params: Params, deps: AppDeps): Promise<TokenResponse> {
+export async function wechatCodeGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
   const app = resolveClient(deps.config.apps, params.client_id)
   const scope = parseScope(params.scope)
   const code = validateWeChatCode(params.code)
@@ -92,7 +93,7 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps): Promise<To
       expires_at: now + deps.config.sessionMaxAge,
     })
     const tokens = await issueTokens(trx, deps, login, user, null)
-    await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id })
+    await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id, ip_hash: request.ipHash })
     deps.log.info(
       { event: 'login', sub: user.id, sid: login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: created },
       'login',

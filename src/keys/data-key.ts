@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { KeyFileError } from './signing-keys.js'
@@ -16,6 +16,8 @@ const VERSION = 'v1'
 export interface SecretBox {
   seal(plaintext: string, associatedData: string): string
   open(sealed: string, associatedData: string): string
+  /** A keyed, one-way fingerprint (for IP addresses in the audit log): stable, not reversible. */
+  fingerprint(value: string): string
 }
 
 /** Loads the 256-bit data key from `dir`, generating it (0600) on first start. */
@@ -25,7 +27,11 @@ export function loadSecretBox(dir: string): SecretBox {
   if (!existsSync(file)) writePrivateFile(file, `${randomBytes(32).toString('base64')}\n`)
   const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64')
   if (key.length !== 32) throw new KeyFileError(`data key ${file} must hold 32 base64-encoded bytes`)
+  const fingerprintKey = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'minigate fingerprint', 32))
   return {
+    fingerprint(value) {
+      return createHmac('sha256', fingerprintKey).update(value).digest('base64url').slice(0, 22)
+    },
     seal(plaintext, associatedData) {
       const iv = randomBytes(12)
       const cipher = createCipheriv('aes-256-gcm', key, iv)

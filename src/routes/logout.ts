@@ -16,7 +16,7 @@ export function mountLogout(router: Router, deps: AppDeps): void {
       const now = epochSeconds(deps.clock)
       await revokeFamily(trx, claims.sid, now, 'logout')
       await revokeAccessToken(trx, claims.jti, claims.exp, now)
-      await recordEvent(trx, { at: now, event: 'logout', sub: claims.sub, client_id: claims.client_id, sid: claims.sid })
+      await recordEvent(trx, { at: now, event: 'logout', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
     })
     deps.log.info({ event: 'logout', sub: claims.sub, sid: claims.sid, client_id: claims.client_id }, 'logout')
     ctx.status = 204

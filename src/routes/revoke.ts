@@ -44,7 +44,7 @@ export function mountRevoke(router: Router, deps: AppDeps): void {
         const now = epochSeconds(deps.clock)
         if (found.kind === 'refresh_token') await revokeFamily(trx, claims.sid, now, 'revoked')
         else await revokeAccessToken(trx, claims.jti, claims.exp, now)
-        await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}` })
+        await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}`, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
       })
       deps.log.info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
     }

@@ -3,11 +3,10 @@ import type { AppDeps } from '../deps.js'
 import { UnsupportedGrantType } from '../errors.js'
 import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
+import { limitByIp } from '../http/rate-limit.js'
+import type { Grant } from '../grants/grant.js'
 import { refreshTokenGrant } from '../grants/refresh-token.js'
 import { WECHAT_CODE_GRANT, wechatCodeGrant } from '../grants/wechat-code.js'
-import type { TokenResponse } from '../tokens/issue.js'
-
-type Grant = (params: Params, deps: AppDeps) => Promise<TokenResponse>
 
 /** The grants `/token` accepts, by `grant_type`. Discovery lists these keys. */
 export const grants: Record<string, Grant> = {
@@ -17,11 +16,11 @@ export const grants: Record<string, Grant> = {
 
 /** `POST /token`: dispatches on `grant_type`. */
 export function mountToken(router: Router, deps: AppDeps): void {
-  router.post('/token', noStore, parseParams(), async function tokenEndpoint(ctx) {
+  router.post('/token', noStore, limitByIp(deps.limits), parseParams(), async function tokenEndpoint(ctx) {
     const params: Params = ctx.state.params
     const grantType = required(params, 'grant_type')
     const grant = Object.hasOwn(grants, grantType) ? grants[grantType] : undefined
     if (!grant) throw new UnsupportedGrantType('unsupported grant_type')
-    ctx.body = await grant(params, deps)
+    ctx.body = await grant(params, deps, { ipHash: deps.secretBox.fingerprint(ctx.ip) })
   })
 }

@@ -53,7 +53,7 @@ export function mountWeChatPhone(router: Router, deps: AppDeps): void {
     const user = await deps.db.transaction().execute(async (trx) => {
       const now = epochSeconds(deps.clock)
       const updated = await setUserPhone(trx, claims.sub, { number, countryCode: phone.countryCode }, now)
-      await recordEvent(trx, { at: now, event: 'phone_bound', sub: claims.sub, client_id: appid, sid: claims.sid })
+      await recordEvent(trx, { at: now, event: 'phone_bound', sub: claims.sub, client_id: appid, sid: claims.sid, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
       return updated
     })
     ctx.body = {

@@ -1,0 +1,12 @@
+import type { AppDeps } from '../deps.js'
+import type { Params } from '../http/body.js'
+import type { TokenResponse } from '../tokens/issue.js'
+
+/** What a grant knows of the request beyond its parameters. */
+export interface GrantRequest {
+  /** Keyed hash of the client IP, for the audit log. */
+  ipHash: string
+}
+
+/** A grant type of the token endpoint: parameters in, an RFC 6749 §5.1 token response out. */
+export type Grant = (params: Params, deps: AppDeps, request: GrantRequest) => Promise<TokenResponse>

@@ -1,0 +1,65 @@
+import type { Context, Next } from 'koa'
+import type { Clock } from '../clock.js'
+import { TooManyRequests } from '../errors.js'
+
+/** Keys a limiter remembers at most; the least recently seen are forgotten first. */
+const MAX_KEYS = 100_000
+
+/**
+ * A token bucket per key: `perMinute` requests, refilled continuously, bursts up to `perMinute`.
+ * In-process: each instance limits what it serves.
+ *
+ * @example if (limiter.take(ip) > 0) throw new TooManyRequests(...)
+ */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>()
+
+  constructor(
+    readonly perMinute: number,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Takes one request for `key`: 0 when allowed, else the seconds until one is. */
+  take(key: string): number {
+    const now = this.clock.now()
+    const rate = this.perMinute / 60_000
+    const bucket = this.buckets.get(key)
+    const tokens = bucket ? Math.min(this.perMinute, bucket.tokens + (now - bucket.at) * rate) : this.perMinute
+    this.buckets.delete(key)
+    if (this.buckets.size >= MAX_KEYS) this.buckets.delete(this.buckets.keys().next().value as string)
+    if (tokens >= 1) {
+      this.buckets.set(key, { tokens: tokens - 1, at: now })
+      return 0
+    }
+    this.buckets.set(key, { tokens, at: now })
+    return Math.max(1, Math.ceil((1 - tokens) / rate / 1000))
+  }
+}
+
+/** The limiters of an app; absent when `MINIGATE_RATE_LIMITS=off`. */
+export interface RateLimits {
+  /** Requests to /token per client IP. */
+  ip: RateLimiter
+  /** Refreshes per client (appid). */
+  client: RateLimiter
+  /** Refreshes per user. */
+  user: RateLimiter
+}
+
+export function createRateLimits(settings: { ip: number; client: number; user: number }, clock: Clock): RateLimits {
+  return { ip: new RateLimiter(settings.ip, clock), client: new RateLimiter(settings.client, clock), user: new RateLimiter(settings.user, clock) }
+}
+
+/** Throws 429 when `key` is over `limiter`'s rate. */
+export function enforce(limiter: RateLimiter | undefined, key: string, what: string): void {
+  const wait = limiter?.take(key) ?? 0
+  if (wait > 0) throw new TooManyRequests(`too many requests ${what}; try again in ${wait} s`, wait)
+}
+
+/** Limits requests per client IP (`ctx.ip`: X-Forwarded-For is used only when MINIGATE_TRUST_PROXY is set). */
+export function limitByIp(limits: RateLimits | undefined) {
+  return async function rateLimitByIp(ctx: Context, next: Next) {
+    enforce(limits?.ip, ctx.ip, 'from this address')
+    await next()
+  }
+}
