@@ -56,7 +56,18 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
     server.close()
     throw error
   }
-  handler = createApp(deps).callback()
+  // Count requests until their handlers finish: a client may drop its connection mid-request, and
+  // SQLite must stay open until every handler is done with it.
+  const app = createApp(deps).callback()
+  let inflight = 0
+  let drained: (() => void) | undefined
+  handler = (req, res) => {
+    inflight += 1
+    void app(req, res).finally(() => {
+      inflight -= 1
+      if (inflight === 0) drained?.()
+    })
+  }
   warnDevelopment(logger, config)
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
   logger.info({ listen: url, issuer: config.issuer, kid: deps.keys.active().kid }, 'minigate listening')
@@ -72,7 +83,9 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
         server.closeIdleConnections()
-      }).then(() => closeDeps(deps))
+      })
+        .then(() => (inflight === 0 ? undefined : new Promise<void>((resolve) => (drained = resolve))))
+        .then(() => closeDeps(deps))
       return closing
     },
   }

@@ -12,7 +12,7 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
  * (`?access_token=`) is refused, since URLs end up in logs and histories.
  */
 export function readBearer(ctx: Context): string {
-  if (ctx.querystring.includes('access_token')) throw new InvalidRequest('access tokens must not be sent in the URL; use the Authorization header')
+  if (Object.hasOwn(ctx.query, 'access_token')) throw new InvalidRequest('access tokens must not be sent in the URL; use the Authorization header')
   const header = ctx.get('Authorization')
   if (header === '' || !/^Bearer(\s|$)/i.test(header)) throw new BearerRequired()
   const match = BEARER.exec(header)

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Clock } from '../../src/clock.js'
@@ -17,8 +17,10 @@ export const testTiming = keyTiming(defaults)
 let shared: string | undefined
 export function sharedKeysDir(): string {
   if (!shared) {
-    shared = mkdtempSync(join(tmpdir(), 'minigate-keys-'))
-    generateSigningKeyFile(shared, new TestClock())
+    const dir = mkdtempSync(join(tmpdir(), 'minigate-keys-'))
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+    generateSigningKeyFile(dir, new TestClock())
+    shared = dir
   }
   return shared
 }
