@@ -169,42 +169,40 @@ function tokenApi(env: Env): 'stable_token' | 'token' {
 
 const APPID = /^[A-Za-z0-9_-]{1,64}$/
 
-/** Parses `appid:secret,appid:secret`. The message of an error never repeats a secret. */
-export function parseApps(raw: string): WeChatApp[] {
-  const apps: WeChatApp[] = []
+/**
+ * Parses `id:secret,id:secret` (the form of WECHAT_APPS and MINIGATE_SERVICES). An error names the
+ * variable and the entry's position, never the secret.
+ */
+function parseCredentials(raw: string, variable: string, idName: string, minSecret: number): Array<{ id: string; secret: string }> {
+  const entries: Array<{ id: string; secret: string }> = []
   for (const [index, entry] of raw.split(',').entries()) {
     const item = entry.trim()
     const colon = item.indexOf(':')
-    const appid = colon === -1 ? item : item.slice(0, colon)
-    const secret = colon === -1 ? '' : item.slice(colon + 1)
-    if (colon === -1) throw new ConfigError(`WECHAT_APPS entry ${index + 1} must be appid:secret (no colon found)`)
-    if (!APPID.test(appid)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} must be appid:secret with a plain appid`)
-    if (secret === '' || /\s/.test(secret)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} (${appid}) has an empty or malformed secret`)
-    if (apps.some((app) => app.appid === appid)) throw new ConfigError(`WECHAT_APPS lists ${appid} twice`)
-    apps.push({ appid, secret })
+    if (colon === -1) throw new ConfigError(`${variable} entry ${index + 1} must be ${idName}:secret (no colon found)`)
+    const id = item.slice(0, colon)
+    const secret = item.slice(colon + 1)
+    if (!APPID.test(id)) throw new ConfigError(`${variable} entry ${index + 1} must be ${idName}:secret with a plain ${idName}`)
+    if (secret.length < minSecret || /\s/.test(secret)) {
+      throw new ConfigError(`${variable} entry ${index + 1} (${id}) needs a secret of at least ${minSecret} characters without spaces`)
+    }
+    if (entries.some((other) => other.id === id)) throw new ConfigError(`${variable} lists ${id} twice`)
+    entries.push({ id, secret })
   }
-  return apps
+  return entries
+}
+
+/** Parses WECHAT_APPS: `appid:secret,appid:secret`. */
+export function parseApps(raw: string): WeChatApp[] {
+  return parseCredentials(raw, 'WECHAT_APPS', 'appid', 1).map(({ id, secret }) => ({ appid: id, secret }))
 }
 
 export function hashServiceSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('base64url')
 }
 
-/** Parses `id:secret,id:secret` into services with hashed secrets. */
+/** Parses MINIGATE_SERVICES: `id:secret,...`; only the SHA-256 of each secret is kept. */
 export function parseServices(raw: string): Service[] {
-  const services: Service[] = []
-  for (const [index, entry] of raw.split(',').entries()) {
-    const item = entry.trim()
-    const colon = item.indexOf(':')
-    const id = colon === -1 ? item : item.slice(0, colon)
-    const secret = colon === -1 ? '' : item.slice(colon + 1)
-    if (colon === -1) throw new ConfigError(`MINIGATE_SERVICES entry ${index + 1} must be id:secret (no colon found)`)
-    if (!APPID.test(id)) throw new ConfigError(`MINIGATE_SERVICES entry ${index + 1} must be id:secret with a plain id`)
-    if (secret.length < 16 || /\s/.test(secret)) throw new ConfigError(`MINIGATE_SERVICES entry ${index + 1} (${id}) needs a secret of at least 16 characters`)
-    if (services.some((service) => service.id === id)) throw new ConfigError(`MINIGATE_SERVICES lists ${id} twice`)
-    services.push({ id, secretHash: hashServiceSecret(secret) })
-  }
-  return services
+  return parseCredentials(raw, 'MINIGATE_SERVICES', 'id', 16).map(({ id, secret }) => ({ id, secretHash: hashServiceSecret(secret) }))
 }
 
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */

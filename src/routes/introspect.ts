@@ -5,21 +5,16 @@ import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
 import { requireService } from '../http/service-auth.js'
 import { activeAccessToken, activeRefreshToken, type ActiveAccessToken, type ActiveRefreshToken } from '../tokens/active.js'
+import { byHint } from '../tokens/by-hint.js'
 
 type Active = { kind: 'access_token'; token: ActiveAccessToken } | { kind: 'refresh_token'; token: ActiveRefreshToken }
 
-async function activeToken(deps: AppDeps, token: string, hint: string | undefined): Promise<Active | undefined> {
-  const asAccess = async (): Promise<Active> => ({ kind: 'access_token', token: await activeAccessToken(deps, token) })
-  const asRefresh = async (): Promise<Active> => ({ kind: 'refresh_token', token: await activeRefreshToken(deps, token) })
-  const order = hint === 'refresh_token' ? [asRefresh, asAccess] : [asAccess, asRefresh]
-  for (const attempt of order) {
-    try {
-      return await attempt()
-    } catch {
-      // Not active as this kind.
-    }
-  }
-  return undefined
+/** The token as an active access token (the usual case for a service) or refresh token. */
+function activeToken(deps: AppDeps, token: string, hint: string | undefined): Promise<Active | undefined> {
+  return byHint<Active>(hint, 'access_token', {
+    access_token: async () => ({ kind: 'access_token', token: await activeAccessToken(deps, token) }),
+    refresh_token: async () => ({ kind: 'refresh_token', token: await activeRefreshToken(deps, token) }),
+  })
 }
 
 /**

@@ -7,24 +7,18 @@ import type { AppDeps } from '../deps.js'
 import { resolveClient } from '../grants/client.js'
 import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
+import { byHint } from '../tokens/by-hint.js'
 import type { AccessTokenClaims, RefreshTokenClaims } from '../tokens/claims.js'
 import { verifyAccessToken, verifyRefreshToken } from '../tokens/verify.js'
 
 type Found = { kind: 'access_token'; claims: AccessTokenClaims } | { kind: 'refresh_token'; claims: RefreshTokenClaims }
 
-/** Identifies a token minigate signed; `token_type_hint` only decides which kind is tried first. */
-async function identify(deps: AppDeps, token: string, hint: string | undefined): Promise<Found | undefined> {
-  const asAccess = async (): Promise<Found> => ({ kind: 'access_token', claims: await verifyAccessToken(deps, token) })
-  const asRefresh = async (): Promise<Found> => ({ kind: 'refresh_token', claims: await verifyRefreshToken(deps, token) })
-  const order = hint === 'access_token' ? [asAccess, asRefresh] : [asRefresh, asAccess]
-  for (const attempt of order) {
-    try {
-      return await attempt()
-    } catch {
-      // Not this kind, or not ours, or expired: nothing to revoke as this kind.
-    }
-  }
-  return undefined
+/** Identifies a token minigate signed (expired ones need no revoking); a refresh token is the usual case. */
+function identify(deps: AppDeps, token: string, hint: string | undefined): Promise<Found | undefined> {
+  return byHint<Found>(hint, 'refresh_token', {
+    access_token: async () => ({ kind: 'access_token', claims: await verifyAccessToken(deps, token) }),
+    refresh_token: async () => ({ kind: 'refresh_token', claims: await verifyRefreshToken(deps, token) }),
+  })
 }
 
 /**
