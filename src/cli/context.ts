@@ -32,11 +32,16 @@ export interface CliContext {
   print(result: unknown, text: string): void
 }
 
-/** Opens the database of the configured environment (migrated), for one command. */
-export async function openContext(io: CliIo, json: boolean): Promise<CliContext> {
+/** Opens the database of the configured environment, migrated unless `migrate` is false, for one command. */
+export async function openContext(io: CliIo, json: boolean, migrate = true): Promise<CliContext> {
   const config = loadConfig(io.env)
   const db = openDatabase(config.dbFile)
-  await migrateToLatest(db)
+  try {
+    if (migrate) await migrateToLatest(db)
+  } catch (error) {
+    await db.destroy()
+    throw error
+  }
   return {
     config,
     db,

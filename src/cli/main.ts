@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { systemClock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { migrateToLatest } from '../db/connection.js'
@@ -22,19 +21,47 @@ Every command takes --help and --json. It reads the same environment as the serv
 
 const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema.' }
 
+interface ParsedArgs {
+  values: { json?: boolean; force?: boolean; help?: boolean; user?: string }
+  positionals: string[]
+}
+
+/**
+ * Reads the options minigate knows (`--json --force --help -h --user <sub>`); everything else is a
+ * positional. Not node's parseArgs: a kid is base64url and may begin with "-", which must not be read
+ * as an option.
+ */
+function parseArgv(argv: string[]): ParsedArgs {
+  const values: ParsedArgs['values'] = {}
+  const positionals: string[] = []
+  for (let index = 0; index < argv.length; index += 1) {
+    const arg = argv[index] as string
+    if (arg === '--') {
+      positionals.push(...argv.slice(index + 1))
+      break
+    }
+    if (arg === '--json') values.json = true
+    else if (arg === '--force') values.force = true
+    else if (arg === '--help' || arg === '-h') values.help = true
+    else if (arg === '--user' || arg.startsWith('--user=')) {
+      const value = arg === '--user' ? argv[(index += 1)] : arg.slice('--user='.length)
+      if (!value) throw new UsageError('--user needs a user id')
+      values.user = value
+    } else if (arg.startsWith('--')) throw new UsageError(`unknown option ${arg}`)
+    else positionals.push(arg)
+  }
+  return { values, positionals }
+}
+
 /**
  * Runs one CLI command and returns its exit code.
  *
  * @example process.exitCode = await run(['keys', 'list', '--json'], io)
  */
 export async function run(argv: string[], io: CliIo): Promise<number> {
-  let parsed
+  let parsed: ParsedArgs
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: { json: { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, user: { type: 'string' } },
-    })
+    parsed = parseArgv(argv)
   } catch (error) {
     io.stderr(`minigate: ${(error as Error).message}\n\n${help}\n`)
     return 2
@@ -51,7 +78,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   let ctx
   try {
-    ctx = await openContext(io, values.json ?? false)
+    ctx = await openContext(io, values.json ?? false, group !== 'migrate')
   } catch (error) {
     io.stderr(`minigate: ${(error as Error).message}\n`)
     return 1

@@ -11,7 +11,8 @@ export function readSingleFile(ctx: Context, maxBytes: number): Promise<Buffer> 
   return new Promise<Buffer>((resolve, reject) => {
     let parser: busboy.Busboy
     try {
-      parser = busboy({ headers: ctx.req.headers, limits: { files: 1, fileSize: maxBytes, fields: 10, fieldSize: 1024, parts: 11 } })
+      // busboy reports a limit when it is reached, not passed: one more byte and part than we allow.
+      parser = busboy({ headers: ctx.req.headers, limits: { files: 1, fileSize: maxBytes + 1, fields: 10, fieldSize: 1024, parts: 12 } })
     } catch {
       reject(new InvalidRequest('the multipart body has no boundary'))
       return
@@ -28,6 +29,7 @@ export function readSingleFile(ctx: Context, maxBytes: number): Promise<Buffer> 
     parser.on('file', (_name, stream) => {
       file = true
       stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+      stream.on('error', () => fail(new InvalidRequest('the multipart body is malformed')))
       stream.on('limit', () => fail(new PayloadTooLarge(`the file is larger than ${maxBytes} bytes`)))
     })
     parser.on('filesLimit', () => fail(new InvalidRequest('send exactly one file')))
@@ -38,6 +40,9 @@ export function readSingleFile(ctx: Context, maxBytes: number): Promise<Buffer> 
       if (failure) return
       if (!file) reject(new InvalidRequest('the multipart body has no file'))
       else resolve(Buffer.concat(chunks))
+    })
+    ctx.req.once('close', () => {
+      if (!ctx.req.complete) fail(new InvalidRequest('the upload was cut off'))
     })
     ctx.req.pipe(parser)
   })

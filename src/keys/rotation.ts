@@ -111,6 +111,13 @@ export async function retireKey(admin: KeyAdmin, kid: string, options: { force?:
   }
   await admin.db.transaction().execute(async (trx) => {
     await scheduleSigningKey(trx, kid, { removed_at: now })
+    // Withdrawing a key a rotation was going to activate cancels that rotation: the keys scheduled to
+    // retire at its activation keep signing.
+    if (state === 'next' && row.activates_at !== null) {
+      for (const other of await listSigningKeys(trx)) {
+        if (other.kid !== kid && other.retires_at === row.activates_at) await scheduleSigningKey(trx, other.kid, { retires_at: null })
+      }
+    }
     await recordEvent(trx, { at: now, event: 'key_retired', detail: `kid=${kid}${options.force ? ' forced' : ''}` })
   })
   return info(await findKey(admin, kid), now, admin.timing)
@@ -121,6 +128,10 @@ export async function retireKey(admin: KeyAdmin, kid: string, options: { force?:
  * cache has expired, and the current key then retires (published until its tokens have expired).
  */
 export async function rotateKeys(admin: KeyAdmin): Promise<{ added: KeyInfo; activatesAt: number; retiring: string[] }> {
+  const pending = (await listKeys(admin)).find((key) => key.state === 'next' && key.activates_at !== null)
+  if (pending) {
+    throw new KeyOperationRefused(`a rotation is already scheduled: key ${pending.kid} signs from ${iso(pending.activates_at as number)} (keys retire ${pending.kid} cancels it)`)
+  }
   const added = await addKey(admin)
   const now = epochSeconds(admin.clock)
   const activatesAt = now + admin.timing.publishDelay

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, type JWK } from 'jose'
@@ -62,7 +62,7 @@ export async function readSigningKey(file: string): Promise<SigningKey> {
 export function generateSigningKeyFile(dir: string, clock: Clock): string {
   ensurePrivateDir(dir)
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: MIN_RSA_BITS })
-  const file = join(dir, `signing-${clock.now()}.pem`)
+  const file = join(dir, `signing-${clock.now()}-${randomBytes(4).toString('hex')}.pem`)
   writePrivateFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
   return file
 }

@@ -12,6 +12,7 @@ import { userClaims } from '../tokens/user-claims.js'
 import { endpoint } from './discovery.js'
 
 const PROFILE_FIELDS = new Set(['nickname', 'picture'])
+const AVATAR_ID = /^[A-Za-z0-9_-]{22}$/
 
 /** A nickname from `<input type="nickname">`: trimmed, 1 to 64 characters, no control characters. */
 function nickname(value: string): string {
@@ -30,7 +31,8 @@ function picture(value: string, issuer: string): string {
   } catch {
     throw new InvalidRequest('picture must be an absolute https URL')
   }
-  const ours = value.startsWith(endpoint(issuer, '/avatars/'))
+  const avatars = new URL(endpoint(issuer, '/avatars/'))
+  const ours = url.origin === avatars.origin && url.pathname.startsWith(avatars.pathname) && AVATAR_ID.test(url.pathname.slice(avatars.pathname.length)) && !url.search && !url.hash
   if ((url.protocol !== 'https:' && !ours) || url.username || url.password || value.length > 2048) {
     throw new InvalidRequest('picture must be an https URL of at most 2048 characters, without credentials')
   }
