@@ -1,6 +1,7 @@
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
 import { startTestApp, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const DEV_APPID = 'wx0000000000000dev'
 const APP_A = 'wxaaaaaaaaaaaaaaaa'
@@ -22,15 +23,6 @@ async function refreshed(t: Test, response: Response): Promise<Body> {
   return JSON.parse(text) as Body
 }
 
-/** Asserts an RFC 6749 §5.2 error answer and returns its body. */
-async function oauthError(t: Test, response: Response, status: number, error: string): Promise<Body> {
-  const text = await response.text()
-  t.equal(response.status, status, response.status === status ? `status ${status}` : `status ${status} (${text})`)
-  const body = JSON.parse(text) as Body
-  t.equal(body.error, error)
-  t.type(body.error_description, 'string')
-  return body
-}
 
 function userinfo(app: TestApp, accessToken: string): Promise<Response> {
   return fetch(`${app.url}/userinfo`, { headers: { authorization: `Bearer ${accessToken}` } })

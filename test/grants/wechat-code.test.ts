@@ -1,6 +1,7 @@
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import t, { type Test } from 'tap'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const DEV_APPID = 'wx0000000000000dev'
 const DEV_SECRET = 'development-secret-not-for-production'
@@ -22,17 +23,6 @@ async function counts(app: TestApp): Promise<Counts> {
   return { users: rows.users ?? NaN, wechat_identities: rows.wechat_identities ?? NaN, login_sessions: rows.login_sessions ?? NaN, refresh_tokens: rows.refresh_tokens ?? NaN }
 }
 
-/** Asserts an RFC 6749 §5.2 error answer and returns its body. */
-async function oauthError(t: Test, response: Response, status: number, error: string): Promise<Record<string, unknown>> {
-  const text = await response.text()
-  t.equal(response.status, status, `status ${status} (${text})`)
-  t.match(response.headers.get('content-type'), /^application\/json/)
-  const body = JSON.parse(text) as Record<string, unknown>
-  t.equal(body.error, error)
-  t.type(body.error_description, 'string')
-  t.same(Object.keys(body).sort(), ['error', 'error_description'], 'only error and error_description')
-  return body
-}
 
 /** A 5xx body must not show how minigate works inside. */
 function noInternals(t: Test, text: string): void {

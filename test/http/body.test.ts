@@ -2,20 +2,10 @@ import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { BODY_LIMIT } from '../../src/http/body.js'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const LIMIT_BYTES = 16 * 1024
 
-/** Asserts a 4xx RFC 6749 §5.2 error answer and returns its body. */
-async function oauthError(t: Test, response: Response, status: number, error = 'invalid_request'): Promise<Record<string, unknown>> {
-  const text = await response.text()
-  t.equal(response.status, status, `status ${status} (${text.slice(0, 200)})`)
-  t.match(response.headers.get('content-type'), /^application\/json/)
-  const body = JSON.parse(text) as Record<string, unknown>
-  t.equal(body.error, error)
-  t.type(body.error_description, 'string')
-  t.same(Object.keys(body).sort(), ['error', 'error_description'], 'only error and error_description')
-  return body
-}
 
 /** POSTs raw bytes to /token with the given headers. */
 function postRaw(app: TestApp, body: string | Uint8Array, headers: Record<string, string> = {}): Promise<Response> {

@@ -15,20 +15,10 @@ import { renderErrors } from '../../src/http/error-handler.js'
 import { requestLog } from '../../src/http/request-log.js'
 import { createLogger } from '../../src/log.js'
 import { startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** Asserts an RFC 6749 §5.2 error answer and returns its body. */
-async function oauthError(t: Test, response: Response, status: number, error: string): Promise<Record<string, unknown>> {
-  const text = await response.text()
-  t.equal(response.status, status, `status ${status} (${text.slice(0, 200)})`)
-  t.match(response.headers.get('content-type'), /^application\/json/)
-  const body = JSON.parse(text) as Record<string, unknown>
-  t.equal(body.error, error)
-  t.type(body.error_description, 'string')
-  t.same(Object.keys(body).sort(), ['error', 'error_description'], 'only error and error_description')
-  return body
-}
 
 async function stillServes(t: Test, app: TestApp): Promise<void> {
   const body = await app.login()

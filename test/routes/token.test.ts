@@ -1,18 +1,7 @@
 import t, { type Test } from 'tap'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
-/** Asserts a 4xx RFC 6749 §5.2 error answer and returns its body. */
-async function oauthError(t: Test, response: Response, status: number, error: string): Promise<Record<string, unknown>> {
-  const text = await response.text()
-  t.equal(response.status, status, `status ${status} (${text})`)
-  t.match(response.headers.get('content-type'), /^application\/json/)
-  const body = JSON.parse(text) as Record<string, unknown>
-  t.equal(body.error, error)
-  t.type(body.error_description, 'string')
-  t.ok((body.error_description as string).length > 0, 'a description is given')
-  t.same(Object.keys(body).sort(), ['error', 'error_description'], 'only error and error_description')
-  return body
-}
 
 /** After bad input the server still serves a normal login. */
 async function stillServes(t: Test, app: TestApp): Promise<void> {
