@@ -23,7 +23,6 @@ async function refreshed(t: Test, response: Response): Promise<Body> {
   return JSON.parse(text) as Body
 }
 
-
 function userinfo(app: TestApp, accessToken: string): Promise<Response> {
   return fetch(`${app.url}/userinfo`, { headers: { authorization: `Bearer ${accessToken}` } })
 }

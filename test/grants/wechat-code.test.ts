@@ -23,7 +23,6 @@ async function counts(app: TestApp): Promise<Counts> {
   return { users: rows.users ?? NaN, wechat_identities: rows.wechat_identities ?? NaN, login_sessions: rows.login_sessions ?? NaN, refresh_tokens: rows.refresh_tokens ?? NaN }
 }
 
-
 /** A 5xx body must not show how minigate works inside. */
 function noInternals(t: Test, text: string): void {
   t.notMatch(text, /stack|\n\s+at |https?:\/\/|127\.0\.0\.1|_dev|jscode2session|errcode|<html|secret/i, 'no internals in the body')

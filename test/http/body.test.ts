@@ -6,7 +6,6 @@ import { oauthError } from '../helpers/assert.js'
 
 const LIMIT_BYTES = 16 * 1024
 
-
 /** POSTs raw bytes to /token with the given headers. */
 function postRaw(app: TestApp, body: string | Uint8Array, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${app.url}/token`, { method: 'POST', headers, body })

@@ -19,7 +19,6 @@ import { oauthError } from '../helpers/assert.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-
 async function stillServes(t: Test, app: TestApp): Promise<void> {
   const body = await app.login()
   t.equal(body.token_type, 'Bearer', 'a normal login works right after')

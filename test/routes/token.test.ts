@@ -2,7 +2,6 @@ import t, { type Test } from 'tap'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
 import { oauthError } from '../helpers/assert.js'
 
-
 /** After bad input the server still serves a normal login. */
 async function stillServes(t: Test, app: TestApp): Promise<void> {
   const body = await app.login()
