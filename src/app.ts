@@ -4,6 +4,7 @@ import type { AppDeps } from './deps.js'
 import { MethodNotAllowed, NotFound } from './errors.js'
 import { renderErrors } from './http/error-handler.js'
 import { requestLog } from './http/request-log.js'
+import { isClientConnectionError, safeError } from './log.js'
 import { mountAvatar } from './routes/avatar.js'
 import { mountDiscovery } from './routes/discovery.js'
 import { mountHealthz } from './routes/healthz.js'
@@ -36,7 +37,10 @@ async function unmatchedAsErrors(ctx: Context, next: Next) {
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa({ proxy: deps.config.trustProxy > 0, maxIpsCount: deps.config.trustProxy })
   app.silent = true
-  app.on('error', (error: unknown) => deps.log.error({ err: error }, 'error outside the request pipeline'))
+  app.on('error', (error: unknown) => {
+    if (isClientConnectionError(error)) deps.log.debug({ err: safeError(error) }, 'client connection error')
+    else deps.log.error({ err: safeError(error) }, 'error outside the request pipeline')
+  })
 
   const router = new Router()
   mountDiscovery(router, deps)

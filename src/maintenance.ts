@@ -4,6 +4,7 @@ import { purgeExpiredRevocations } from './db/revoked-access-tokens.js'
 import { purgeEndedSessions } from './db/sessions.js'
 import type { AppDeps } from './deps.js'
 import { KEY_RELOAD_SECONDS } from './keys/key-ring.js'
+import { safeError } from './log.js'
 
 /** Deletes rows that can no longer matter: expired refresh tokens and revocations, ended logins. */
 export async function purgeExpired(deps: AppDeps): Promise<{ refreshTokens: number; sessions: number; revocations: number }> {
@@ -24,11 +25,11 @@ export function startMaintenance(deps: AppDeps): () => void {
   const purge = setInterval(() => {
     purgeExpired(deps).then(
       (purged) => deps.log.info({ event: 'purge', ...purged }, 'purged expired rows'),
-      (error: unknown) => deps.log.error({ err: error }, 'purge failed'),
+      (error: unknown) => deps.log.error({ err: safeError(error) }, 'purge failed'),
     )
   }, deps.config.purgeInterval * 1000)
   const reload = setInterval(() => {
-    deps.keys.reload().catch((error: unknown) => deps.log.error({ err: error }, 'signing key reload failed; keeping the keys loaded before'))
+    deps.keys.reload().catch((error: unknown) => deps.log.error({ err: safeError(error) }, 'signing key reload failed; keeping the keys loaded before'))
   }, KEY_RELOAD_SECONDS * 1000)
   purge.unref()
   reload.unref()

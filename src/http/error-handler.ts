@@ -7,7 +7,7 @@ import {
   PayloadTooLarge,
   UnsupportedMediaType,
 } from '../errors.js'
-import type { Logger } from '../log.js'
+import { safeError, type Logger } from '../log.js'
 
 /** Errors thrown by koa and its body parser carry an HTTP status; these are the client's fault. */
 function fromHttpError(error: unknown): OAuthError | undefined {
@@ -38,7 +38,7 @@ export function renderErrors(log: Logger) {
         if (error.status >= 500) log.warn({ req_id: ctx.state.requestId, error: error.code, status: error.status }, error.description)
         return
       }
-      log.error({ req_id: ctx.state.requestId, err: caught }, 'unhandled error')
+      log.error({ req_id: ctx.state.requestId, err: safeError(caught) }, 'unhandled error')
       ctx.status = 500
       ctx.set('Cache-Control', 'no-store')
       ctx.body = { error: 'server_error', error_description: 'the server could not handle the request' }

@@ -1,6 +1,7 @@
 import type Router from '@koa/router'
 import { sql } from 'kysely'
 import type { AppDeps } from '../deps.js'
+import { safeError } from '../log.js'
 
 /** `GET /healthz`: 200 when the database answers and a signing key is loaded, else 503. */
 export function mountHealthz(router: Router, deps: AppDeps): void {
@@ -11,7 +12,7 @@ export function mountHealthz(router: Router, deps: AppDeps): void {
       deps.keys.active()
       ctx.body = { status: 'ok' }
     } catch (error) {
-      deps.log.error({ err: error }, 'health check failed')
+      deps.log.error({ err: safeError(error) }, 'health check failed')
       ctx.status = 503
       ctx.body = { status: 'unavailable' }
     }

@@ -65,13 +65,13 @@ async function verify(deps: VerifyDeps, token: string, typ: string, audience: st
  */
 export async function verifyAccessToken(deps: VerifyDeps, token: string): Promise<AccessTokenClaims> {
   const payload = await verify(deps, token, TokenType.access, deps.config.audience)
-  stringClaims(payload, ['client_id', 'sid', 'scope'])
+  stringClaims(payload, ['sub', 'jti', 'client_id', 'sid', 'scope'])
   return payload as unknown as AccessTokenClaims
 }
 
 /** Verifies a refresh token's signature and claims; the caller still checks its row. */
 export async function verifyRefreshToken(deps: VerifyDeps, token: string): Promise<RefreshTokenClaims> {
   const payload = await verify(deps, token, TokenType.refresh, deps.config.issuer)
-  stringClaims(payload, ['client_id', 'sid'])
+  stringClaims(payload, ['sub', 'jti', 'client_id', 'sid'])
   return payload as unknown as RefreshTokenClaims
 }
