@@ -226,6 +226,9 @@ export function loadConfig(env: Env): Config {
   const loopback = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   const simulatorBase = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}/_dev/wechat`
   const apiBaseSet = env.WECHAT_API_BASE !== undefined && env.WECHAT_API_BASE !== ''
+  if (production && apiBaseSet && !String(env.WECHAT_API_BASE).startsWith('https://')) {
+    throw new ConfigError('WECHAT_API_BASE must be https when NODE_ENV=production (its URLs carry the AppSecret)')
+  }
 
   const accessTtl = integer(env, 'MINIGATE_ACCESS_TTL', defaults.accessTtl, 30, 24 * 3600)
   const refreshTtl = integer(env, 'MINIGATE_REFRESH_TTL', defaults.refreshTtl, 60, 365 * 24 * 3600)
@@ -235,6 +238,11 @@ export function loadConfig(env: Env): Config {
   const servicesRaw = env.MINIGATE_SERVICES?.trim() ?? ''
   const services = servicesRaw !== '' ? parseServices(servicesRaw) : development ? parseServices(defaults.devService) : []
   const audience = env.MINIGATE_AUDIENCE?.trim() || defaults.audience
+
+  // Access, refresh and ID tokens must differ by aud as well as by typ (RFC 8725 §3.11), since
+  // many verifiers look at aud only.
+  if (audience === issuer) throw new ConfigError('MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER (the audience of refresh tokens)')
+  if (apps.some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
 
   const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {

@@ -74,11 +74,6 @@ export class InvalidGrant extends OAuthError {
   override readonly status = 400
 }
 
-export class UnauthorizedClient extends OAuthError {
-  override readonly code = 'unauthorized_client'
-  override readonly status = 400
-}
-
 export class UnsupportedGrantType extends OAuthError {
   override readonly code = 'unsupported_grant_type'
   override readonly status = 400

@@ -6,7 +6,7 @@ export type { Logger }
  * Paths pino censors if a secret ever reaches a log call. Code logs ids (`jti`, `sid`, `client_id`,
  * hashed openids) and never these; the list is the safety net behind that rule.
  */
-export const redactedPaths = [
+const redactedPaths = [
   'secret', '*.secret',
   'session_key', '*.session_key', '*.sessionKey',
   'code', 'params.code', 'body.code', '*.js_code',

@@ -48,6 +48,11 @@ export async function hasSpentChild(db: Q, jti: string): Promise<boolean> {
   return child !== undefined
 }
 
+/** Revokes the unspent tokens rotated from `jti` (the pair a grace replay supersedes). */
+export async function revokeUnspentChildren(db: Q, jti: string, now: number): Promise<void> {
+  await db.updateTable('refresh_tokens').set({ revoked_at: now }).where('parent_jti', '=', jti).where('spent_at', 'is', null).where('revoked_at', 'is', null).execute()
+}
+
 /** Deletes refresh tokens past their `exp`: their JWTs no longer verify, so their rows prove nothing. */
 export async function purgeExpiredRefreshTokens(db: Q, now: number): Promise<number> {
   const result = await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).executeTakeFirst()

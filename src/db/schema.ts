@@ -1,4 +1,4 @@
-import type { Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { Generated, Insertable, Selectable } from 'kysely'
 
 /** Every timestamp is whole seconds since the Unix epoch. */
 export interface UserTable {
@@ -113,7 +113,6 @@ export interface Database {
 
 export type User = Selectable<UserTable>
 export type NewUser = Insertable<UserTable>
-export type UserUpdate = Updateable<UserTable>
 export type WeChatIdentity = Selectable<WeChatIdentityTable>
 export type LoginSession = Selectable<LoginSessionTable>
 export type NewLoginSession = Insertable<LoginSessionTable>

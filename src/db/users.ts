@@ -19,8 +19,8 @@ export async function insertUser(db: Q, user: NewUser): Promise<User> {
 export async function linkUnionid(db: Q, id: string, unionid: string, now: number): Promise<boolean> {
   const holder = await findUserByUnionid(db, unionid)
   if (holder) return false
-  await db.updateTable('users').set({ unionid, updated_at: now }).where('id', '=', id).where('unionid', 'is', null).execute()
-  return true
+  const result = await db.updateTable('users').set({ unionid, updated_at: now }).where('id', '=', id).where('unionid', 'is', null).executeTakeFirst()
+  return result.numUpdatedRows === 1n
 }
 
 /** Binds a verified phone number to a user. */

@@ -1,7 +1,7 @@
 import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import type { Trx } from '../db/connection.js'
-import { findRefreshToken, hasSpentChild, spendRefreshToken, useGrace } from '../db/refresh-tokens.js'
+import { findRefreshToken, hasSpentChild, revokeUnspentChildren, spendRefreshToken, useGrace } from '../db/refresh-tokens.js'
 import type { RefreshToken } from '../db/schema.js'
 import { findLoginSession, revokeFamily, touchLoginSession } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
@@ -59,21 +59,25 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps, request: 
   const presented = required(params, 'refresh_token')
   const claims = await verified(deps, presented)
   if (claims.client_id !== app.appid) throw new InvalidGrant('the refresh token was issued to another client')
-  enforce(deps.limits?.client, app.appid, 'for this client')
+  // The user's own limit first: a user replaying a dead token must not spend the whole app's budget.
   enforce(deps.limits?.user, claims.sub, 'for this user')
+  enforce(deps.limits?.client, app.appid, 'for this client')
 
   const outcome = await deps.db.transaction().execute(async (trx): Promise<Outcome> => {
     const now = epochSeconds(deps.clock)
     const row = await findRefreshToken(trx, claims.jti)
     if (!row || row.token_hash !== tokenHash(presented) || row.session_id !== claims.sid) return { refused: 'the refresh token is unknown' }
     const session = await findLoginSession(trx, row.session_id)
-    if (!session || session.revoked_at !== null || row.revoked_at !== null) return { refused: 'the login of this refresh token has ended' }
+    if (!session || session.revoked_at !== null) return { refused: 'the login of this refresh token has ended' }
     if (session.expires_at <= now) return { refused: 'the login has reached its maximum age; log in again' }
     const user = await findUserById(trx, session.user_id)
     if (!user || user.disabled_at !== null) return { refused: 'the user is disabled' }
-    if (row.spent_at !== null) {
-      if (await withinGrace(trx, deps, row, now)) {
+    // A spent token, or one a grace replay superseded while its login lives on, is presented again: reuse.
+    if (row.spent_at !== null || row.revoked_at !== null) {
+      if (row.revoked_at === null && (await withinGrace(trx, deps, row, now))) {
         await touchLoginSession(trx, session.id, now)
+        // The pair whose response was lost is superseded, so the family keeps one live refresh token.
+        await revokeUnspentChildren(trx, row.jti, now)
         deps.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, jti: row.jti }, 'refresh token replayed within the grace window')
         return { tokens: await issueTokens(trx, deps, session, user, row.jti, narrowedScope(params.scope, session.scope)) }
       }

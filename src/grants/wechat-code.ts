@@ -25,13 +25,16 @@ export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
 const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_error', 'bad_response'])
 
 /** Sends a code to WeChat at most once: a replay, even concurrent, is refused here. */
-async function code2Session(deps: AppDeps, appid: string, code: string): Promise<WeChatSession> {
+async function code2Session(deps: AppDeps, appid: string, code: string, request: GrantRequest): Promise<WeChatSession> {
   if (!deps.spentCodes.claim(appid, code)) throw new InvalidGrant('the code was already used; call wx.login() again')
   try {
     return await deps.wechat.code2Session(appid, code)
   } catch (error) {
     if (error instanceof WeChatError) {
       if (CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(appid, code)
+      if (error.failure === 'user_blocked') {
+        await recordEvent(deps.db, { at: epochSeconds(deps.clock), event: 'login_blocked_by_wechat', client_id: appid, detail: 'errcode=40226', ip_hash: request.ipHash })
+      }
       throw loginErrorFor(error)
     }
     deps.spentCodes.release(appid, code)
@@ -40,7 +43,7 @@ async function code2Session(deps: AppDeps, appid: string, code: string): Promise
 }
 
 /** For logs: the openid is personal data, a short hash still correlates lines. */
-export function openidHash(openid: string): string {
+function openidHash(openid: string): string {
   return createHash('sha256').update(openid).digest('base64url').slice(0, 12)
 }
 
@@ -77,9 +80,9 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
   const app = resolveClient(deps.config.apps, params.client_id)
   const scope = parseScope(params.scope)
   const code = validateWeChatCode(params.code)
-  const session = await code2Session(deps, app.appid, code)
+  const session = await code2Session(deps, app.appid, code, request)
 
-  return deps.db.transaction().execute(async (trx) => {
+  const result = await deps.db.transaction().execute(async (trx) => {
     const { user, created } = await findOrCreateUser(trx, deps, app.appid, session)
     if (user.disabled_at !== null) throw new AccessDenied('this user is disabled')
     const now = epochSeconds(deps.clock)
@@ -94,10 +97,11 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
     })
     const tokens = await issueTokens(trx, deps, login, user, null)
     await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id, ip_hash: request.ipHash })
-    deps.log.info(
-      { event: 'login', sub: user.id, sid: login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: created },
-      'login',
-    )
-    return tokens
+    return { tokens, sub: user.id, sid: login.id, created }
   })
+  deps.log.info(
+    { event: 'login', sub: result.sub, sid: result.sid, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
+    'login',
+  )
+  return result.tokens
 }

@@ -11,8 +11,12 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
  * The access token of an RFC 6750 request, from the `Authorization` header only: a token in the URL
  * (`?access_token=`) is refused, since URLs end up in logs and histories.
  */
-export function readBearer(ctx: Context): string {
-  if (Object.hasOwn(ctx.query, 'access_token')) throw new InvalidRequest('access tokens must not be sent in the URL; use the Authorization header')
+function readBearer(ctx: Context): string {
+  if (Object.hasOwn(ctx.query, 'access_token')) {
+    const error = new InvalidRequest('access tokens must not be sent in the URL; use the Authorization header')
+    error.headers['WWW-Authenticate'] = 'Bearer realm="minigate", error="invalid_request"'
+    throw error
+  }
   const header = ctx.get('Authorization')
   if (header === '' || !/^Bearer(\s|$)/i.test(header)) throw new BearerRequired()
   const match = BEARER.exec(header)

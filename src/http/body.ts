@@ -73,7 +73,7 @@ const JSON_SCALAR = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y
  * repeated parameter in JSON would slip past the check form bodies get. Called only on a body that
  * already parsed as a flat object of scalars.
  */
-export function repeatedJsonKey(raw: string): string | undefined {
+function repeatedJsonKey(raw: string): string | undefined {
   const seen = new Set<string>()
   let at = raw.indexOf('{') + 1
   const token = (pattern: RegExp): string => {

@@ -56,10 +56,25 @@ export function enforce(limiter: RateLimiter | undefined, key: string, what: str
   if (wait > 0) throw new TooManyRequests(`too many requests ${what}; try again in ${wait} s`, wait)
 }
 
+/**
+ * The rate-limit key of an address: IPv4 as is, IPv6 by its /64 prefix (one subscriber's network: a
+ * client can pick any address inside it).
+ */
+export function addressKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
+  if (mapped) return mapped[1] as string
+  if (!ip.includes(':')) return ip
+  const [head = '', tail = ''] = ip.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = ip.includes('::') && tail !== '' ? tail.split(':') : []
+  const groups = ip.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left
+  return `${groups.slice(0, 4).map((group) => group.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`
+}
+
 /** Limits requests per client IP (`ctx.ip`: X-Forwarded-For is used only when MINIGATE_TRUST_PROXY is set). */
 export function limitByIp(limits: RateLimits | undefined) {
   return async function rateLimitByIp(ctx: Context, next: Next) {
-    enforce(limits?.ip, ctx.ip, 'from this address')
+    enforce(limits?.ip, addressKey(ctx.ip), 'from this address')
     await next()
   }
 }

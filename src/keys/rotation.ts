@@ -80,6 +80,8 @@ export async function activateKey(admin: KeyAdmin, kid: string, options: { force
   const now = epochSeconds(admin.clock)
   const row = await findKey(admin, kid)
   if (keyState(row, now, admin.timing) !== 'next') throw new KeyOperationRefused(`key ${kid} is ${keyState(row, now, admin.timing)}; only a next key can be activated`)
+  const pending = (await listSigningKeys(admin.db)).find((other) => other.kid !== kid && other.activates_at !== null && keyState(other, now, admin.timing) === 'next')
+  if (pending) throw new KeyOperationRefused(`a rotation is scheduled: key ${pending.kid} signs from ${iso(pending.activates_at as number)} (keys retire ${pending.kid} cancels it)`)
   const safeAt = row.created_at + admin.timing.publishDelay
   if (now < safeAt && !options.force) {
     throw new KeyOperationRefused(`key ${kid} was published at ${iso(row.created_at)}; verifiers may not have it before ${iso(safeAt)} (use --force to activate anyway)`)

@@ -19,7 +19,8 @@ export function imageTypeOf(bytes: Buffer): 'image/png' | 'image/jpeg' | 'image/
   return undefined
 }
 
-const AVATAR_ID = /^[A-Za-z0-9_-]{22}$/
+/** An avatar's id: the last segment of its URL. */
+export const AVATAR_ID = /^[A-Za-z0-9_-]{22}$/
 
 /**
  * `POST /userinfo/picture` (Bearer, multipart from `wx.uploadFile`): stores a PNG, JPEG or WebP avatar

@@ -9,10 +9,10 @@ import { requireAccessToken, requireScope } from '../http/bearer.js'
 import { noStore } from '../http/no-store.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import { userClaims } from '../tokens/user-claims.js'
+import { AVATAR_ID } from './avatar.js'
 import { endpoint } from './discovery.js'
 
 const PROFILE_FIELDS = new Set(['nickname', 'picture'])
-const AVATAR_ID = /^[A-Za-z0-9_-]{22}$/
 
 /** A nickname from `<input type="nickname">`: trimmed, 1 to 64 characters, no control characters. */
 function nickname(value: string): string {

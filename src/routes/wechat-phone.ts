@@ -29,7 +29,8 @@ async function phoneNumberOf(deps: AppDeps, appid: string, code: string): Promis
       deps.spentCodes.release(spentKey, code)
       throw error
     }
-    if (CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(spentKey, code)
+    // A failure of the access_token fetch means WeChat never saw the code.
+    if (error.api !== 'getuserphonenumber' || CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(spentKey, code)
     if (error.failure === 'invalid_code' || error.failure === 'code_used') throw new InvalidRequest('the phone code is invalid or expired')
     throw upstreamErrorFor(error)
   }

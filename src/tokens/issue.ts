@@ -29,7 +29,7 @@ export async function issueTokens(
   scope = session.scope,
 ): Promise<TokenResponse> {
   const ids = { sub: user.id, clientId: session.client_id, sid: session.id }
-  const access = await mintAccessToken(deps, { ...ids, scope })
+  const access = await mintAccessToken(deps, { ...ids, scope, loginEndsAt: session.expires_at })
   const refresh = await mintRefreshToken(deps, { ...ids, loginEndsAt: session.expires_at })
   await insertRefreshToken(trx, {
     jti: refresh.jti,

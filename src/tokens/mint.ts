@@ -42,15 +42,12 @@ async function sign(deps: MintDeps, typ: string, claims: JWTPayload, ttl: number
 /**
  * Mints an RFC 9068 access token for business services (`aud` = the configured audience).
  *
- * @example const { token } = await mintAccessToken(deps, { sub, clientId: appid, scope: 'profile', sid })
+ * @example const { token } = await mintAccessToken(deps, { sub, clientId: appid, scope: 'profile', sid, loginEndsAt })
  */
-export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: string; scope: string; sid: string }): Promise<Minted> {
-  return sign(
-    deps,
-    TokenType.access,
-    { sub: input.sub, aud: deps.config.audience, client_id: input.clientId, scope: input.scope, sid: input.sid },
-    deps.config.accessTtl,
-  )
+export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: string; scope: string; sid: string; loginEndsAt: number }): Promise<Minted> {
+  // Services verify offline: an access token must not outlive its login.
+  const ttl = Math.min(deps.config.accessTtl, input.loginEndsAt - epochSeconds(deps.clock))
+  return sign(deps, TokenType.access, { sub: input.sub, aud: deps.config.audience, client_id: input.clientId, scope: input.scope, sid: input.sid }, ttl)
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { WeChatApp } from '../config.js'
 import type { Logger } from '../log.js'
+import { SESSION_KEY_FORMAT } from './crypto.js'
 import { failureOf, WeChatError } from './errors.js'
 
 /** What `code2Session` yields. `sessionKey` never leaves the server. */
@@ -41,7 +42,6 @@ export interface WeChatClientOptions {
   fetch?: typeof fetch
 }
 
-const SESSION_KEY = /^[A-Za-z0-9+/]{22}==$/
 
 /**
  * Creates the WeChat client. Every call has a timeout; WeChat's errcodes (sent with HTTP 200) become
@@ -112,7 +112,7 @@ export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
       const secret = secretOf(appid)
       const body = await call('jscode2session', '/sns/jscode2session', { appid, secret, js_code: code, grant_type: 'authorization_code' }, appid)
       const { openid, session_key: sessionKey, unionid } = body
-      if (typeof openid !== 'string' || openid === '' || typeof sessionKey !== 'string' || !SESSION_KEY.test(sessionKey)) {
+      if (typeof openid !== 'string' || openid === '' || typeof sessionKey !== 'string' || !SESSION_KEY_FORMAT.test(sessionKey)) {
         options.log.warn({ api: 'jscode2session', appid }, 'WeChat answer lacks openid or a well-formed session_key')
         throw new WeChatError('jscode2session', 'bad_response')
       }

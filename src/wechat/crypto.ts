@@ -19,6 +19,9 @@ export class DecryptError extends Error {
   }
 }
 
+/** A WeChat session_key: 16 bytes in base64, 24 characters. */
+export const SESSION_KEY_FORMAT = /^[A-Za-z0-9+/]{22}==$/
+
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
 
 /**

@@ -316,3 +316,18 @@ t.test('a replay of a spent token is reuse even when it asks for a wider scope',
   t.equal(((await replay.json()) as Body).error, 'invalid_grant', 'refused as a spent token')
   t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse', 'the replay revoked the login')
 })
+
+t.test('a grace replay supersedes the lost pair: the family keeps one live refresh token', async (t) => {
+  const app = await startTestApp(t, { MINIGATE_REFRESH_GRACE_SECONDS: '30' })
+  const a = await app.login({ openid: 'oGraceSplit' })
+  const sid = sidOf(a.access_token)
+  const b = await refreshed(t, await refresh(app, a.refresh_token))
+  app.clock.advance(5)
+  const b2 = await refreshed(t, await refresh(app, a.refresh_token))
+  const live = await app.deps.db.selectFrom('refresh_tokens').select('jti').where('session_id', '=', sid).where('spent_at', 'is', null).where('revoked_at', 'is', null).execute()
+  t.equal(live.length, 1, 'only the replacement pair is live')
+  // Whoever holds the superseded token B is not the phone that asked again: presenting it is reuse.
+  await oauthError(t, await refresh(app, b.refresh_token), 400, 'invalid_grant')
+  t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse', 'the superseded token revokes the login')
+  await oauthError(t, await refresh(app, b2.refresh_token), 400, 'invalid_grant')
+})

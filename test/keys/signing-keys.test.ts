@@ -215,7 +215,7 @@ t.test('two keys on a first start: the newest signs, both are published', async 
 
   const token = await mintAccessToken(
     { config: { issuer: 'https://id.example.com', audience: 'api', accessTtl: 900, refreshTtl: 3600, idTokenTtl: 900 }, keys, clock },
-    { sub: 'u1', clientId: 'wx1', scope: 'profile', sid: 's1' },
+    { sub: 'u1', clientId: 'wx1', scope: 'profile', sid: 's1', loginEndsAt: Number.MAX_SAFE_INTEGER },
   )
   t.equal(decodeProtectedHeader(token.token).kid, active.kid, 'new tokens name the newest key')
   const jwk = keys.jwks().keys.find((key) => key.kid === active.kid)

@@ -187,5 +187,5 @@ t.test('a token is never logged', async (t) => {
   const logs = app.logs.join('\n')
   t.notOk(logs.includes(tokens.access_token), 'the access token is not logged')
   t.notOk(logs.includes('garbage-token-value'), 'a rejected token is not logged')
-  t.ok(app.logs.some((line) => JSON.parse(line).path === '/userinfo'), 'the request itself is logged')
+  t.ok(app.logs.some((line) => JSON.parse(line).route === '/userinfo'), 'the request itself is logged')
 })

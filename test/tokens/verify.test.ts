@@ -60,7 +60,7 @@ async function rejected(t: Test, promise: Promise<unknown>, name: string): Promi
 
 t.test('a minted access token verifies', async (t) => {
   const d = deps()
-  const minted = await mintAccessToken(d, { sub: 'user-1', clientId: 'wx1', scope: 'openid profile', sid: 'sid-1' })
+  const minted = await mintAccessToken(d, { sub: 'user-1', clientId: 'wx1', scope: 'openid profile', sid: 'sid-1', loginEndsAt: Number.MAX_SAFE_INTEGER })
   t.same(decodeProtectedHeader(minted.token), { alg: 'RS256', typ: 'at+jwt', kid: ourKid })
   const claims = await verifyAccessToken(d, minted.token)
   t.equal(claims.iss, ISSUER)
@@ -91,7 +91,7 @@ t.test('a hand-built token with every claim verifies (the forgery tests below di
 
 t.test('expired tokens are rejected', async (t) => {
   const d = deps()
-  const access = await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's' })
+  const access = await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })
   const refresh = await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', loginEndsAt: LOGIN_ENDS })
   d.clock.advance(899)
   t.ok(await verifyAccessToken(d, access.token), 'still valid a second before exp')
@@ -157,7 +157,7 @@ t.test('unknown, hostile and missing kids are rejected', async (t) => {
 })
 
 t.test('a tampered signature or payload is rejected', async (t) => {
-  const token = (await mintAccessToken(deps(), { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's' })).token
+  const token = (await mintAccessToken(deps(), { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })).token
   const [header, payload, signature] = token.split('.') as [string, string, string]
   const sig = Buffer.from(signature, 'base64url')
   for (const index of [0, sig.length >> 1, sig.length - 1]) {
@@ -173,7 +173,7 @@ t.test('a tampered signature or payload is rejected', async (t) => {
 })
 
 t.test('wrong segment counts and junk are rejected', async (t) => {
-  const token = (await mintAccessToken(deps(), { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's' })).token
+  const token = (await mintAccessToken(deps(), { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })).token
   const [header, payload, signature] = token.split('.') as [string, string, string]
   const junk: Array<[string, string]> = [
     ['2 segments', `${header}.${payload}`],
@@ -213,7 +213,7 @@ t.test('a token signed by another RSA key with our kid is rejected', async (t) =
 
 t.test('access, refresh and id tokens exclude each other', async (t) => {
   const d = deps()
-  const access = (await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'openid profile', sid: 's' })).token
+  const access = (await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'openid profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })).token
   const refresh = (await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', loginEndsAt: LOGIN_ENDS })).token
   const id = (await mintIdToken(d, { sub: 'u', clientId: 'wx1', claims: { sid: 's', nickname: 'n' } })).token
   await rejected(t, verifyAccessToken(d, refresh), 'refresh token as access token')
@@ -244,7 +244,7 @@ t.test('wrong issuer or audience is rejected', async (t) => {
     t.match(await rejected(t, verifyAccessToken(d, await rs256(accessClaims(overrides), { typ: 'at+jwt', kid: ourKid })), name), reason, name)
   }
   const other = { ...d, config: { issuer: 'https://other.example.com', audience: AUDIENCE } }
-  const token = (await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's' })).token
+  const token = (await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })).token
   await rejected(t, verifyAccessToken(other, token), 'a verifier configured for another issuer')
 })
 

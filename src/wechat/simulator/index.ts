@@ -4,7 +4,7 @@ import type { Clock } from '../../clock.js'
 import type { WeChatApp } from '../../config.js'
 import { InvalidRequest } from '../../errors.js'
 import { parseParams, type Params } from '../../http/body.js'
-import { encryptWeChatData, sessionKeySignature } from '../crypto.js'
+import { encryptWeChatData, SESSION_KEY_FORMAT, sessionKeySignature } from '../crypto.js'
 import { FAULT_MODES, SIMULATED_APIS, SimulatorState, type FaultMode, type SimulatedApi } from './state.js'
 
 export { SimulatorState }
@@ -18,7 +18,6 @@ export interface Simulator {
 /** How long a `timeout` fault holds its request when the caller never gives up. */
 const HANG_MS = 60_000
 
-const SESSION_KEY = /^[A-Za-z0-9+/]{22}==$/
 const ID = /^[A-Za-z0-9_-]{1,64}$/
 const PHONE = /^\d{3,20}$/
 const COUNTRY_CODE = /^\d{1,4}$/
@@ -112,7 +111,7 @@ export function createSimulator(options: { apps: WeChatApp[]; clock: Clock }): S
       appid,
       openid: optional(params, 'openid', ID) ?? SimulatorState.defaultOpenid(appid),
       unionid: optional(params, 'unionid', ID),
-      sessionKey: optional(params, 'session_key', SESSION_KEY),
+      sessionKey: optional(params, 'session_key', SESSION_KEY_FORMAT),
     })
     ctx.set('Cache-Control', 'no-store')
     ctx.body = { code }

@@ -15,7 +15,9 @@ export const CODE_TTL_MS = 5 * 60 * 1000
 export const ACCESS_TOKEN_TTL_MS = 7200 * 1000
 export const ACCESS_TOKEN_OVERLAP_MS = 5 * 60 * 1000
 
+/** Bounds on the simulator's memory: it may be reachable by anyone who reaches a development server. */
 const MAX_PENDING_CODES = 100_000
+const MAX_USERS = 100_000
 
 interface PendingCode {
   appid: string
@@ -77,6 +79,8 @@ export class SimulatorState {
   login(input: { appid: string; openid: string; unionid?: string; sessionKey?: string }): string {
     const userKey = `${input.appid}:${input.openid}`
     const previous = this.users.get(userKey)
+    this.users.delete(userKey)
+    if (this.users.size >= MAX_USERS) this.users.delete(this.users.keys().next().value as string)
     const user: SimulatedUser = {
       sessionKey: input.sessionKey ?? SimulatorState.newSessionKey(),
       unionid: input.unionid ?? previous?.unionid ?? null,
@@ -106,13 +110,18 @@ export class SimulatorState {
 
   /** What the getPhoneNumber button gives: a single-use code for a phone number, valid 5 minutes. */
   phoneCode(input: { appid: string; countryCode: string; purePhoneNumber: string; watermarkAppid?: string }): string {
+    const now = this.clock.now()
+    for (const [pendingCode, pending] of this.phoneCodes) {
+      if (pending.expiresAt > now && this.phoneCodes.size < MAX_PENDING_CODES) break
+      this.phoneCodes.delete(pendingCode)
+    }
     const code = randomBytes(24).toString('hex')
     this.phoneCodes.set(code, {
       appid: input.appid,
       countryCode: input.countryCode,
       purePhoneNumber: input.purePhoneNumber,
       watermarkAppid: input.watermarkAppid ?? input.appid,
-      expiresAt: this.clock.now() + CODE_TTL_MS,
+      expiresAt: now + CODE_TTL_MS,
     })
     return code
   }
