@@ -242,7 +242,7 @@ export function loadConfig(env: Env): Config {
   // Access, refresh and ID tokens must differ by aud as well as by typ (RFC 8725 §3.11), since
   // many verifiers look at aud only.
   if (audience === issuer) throw new ConfigError('MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER (the audience of refresh tokens)')
-  if (apps.some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
+  if ((development ? [DEV_APP] : apps).some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
 
   const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {

@@ -297,3 +297,17 @@ t.test('rate limits are on by default, "off" disables them, and bad values name 
   t.equal(loadConfig({ MINIGATE_TRUST_PROXY: '2' }).trustProxy, 2)
   t.match(configError(t, () => loadConfig({ MINIGATE_TRUST_PROXY: 'lots' })), /MINIGATE_TRUST_PROXY/)
 })
+
+t.test('the access-token audience cannot be the audience of refresh or ID tokens', async (t) => {
+  t.match(configError(t, () => loadConfig({ MINIGATE_ISSUER: 'https://id.example.com', MINIGATE_AUDIENCE: 'https://id.example.com' })), /MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER/)
+  t.match(configError(t, () => loadConfig({ WECHAT_APPS: `wx1:${SECRET}`, MINIGATE_AUDIENCE: 'wx1' })), /MINIGATE_AUDIENCE must differ from every appid/)
+  t.match(configError(t, () => loadConfig({ MINIGATE_AUDIENCE: DEV_APP.appid })), /every appid/)
+})
+
+t.test('in production the WeChat API is reached over https only', async (t) => {
+  const message = configError(t, () => loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'http://api.weixin.qq.com' }))
+  t.match(message, /WECHAT_API_BASE must be https/)
+  t.notMatch(message, new RegExp(SECRET))
+  t.equal(loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'https://proxy.example.com' }).wechatApiBase, 'https://proxy.example.com')
+  t.equal(loadConfig({ WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'http://127.0.0.1:9' }).wechatApiBase, 'http://127.0.0.1:9', 'http is fine outside production')
+})

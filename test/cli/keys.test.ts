@@ -402,3 +402,15 @@ t.test('two keys generated in the same millisecond', async (t) => {
   const out = await cli(app, 'keys', 'add')
   t.equal(out.code, 0, 'keys add works at any moment', { stderr: out.stderr })
 })
+
+t.test('keys activate is refused while a rotation is scheduled', async (t) => {
+  const app = await startTestApp(t)
+  app.clock.advance(1)
+  const rotation = JSON.parse((await cli(app, 'keys', 'rotate', '--json')).stdout) as { added: KeyJson }
+  app.clock.advance(1)
+  const other = await addKey(t, app)
+  const refused = await cli(app, 'keys', 'activate', other.kid, '--force')
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, new RegExp(`rotation is scheduled: key ${rotation.added.kid}`))
+  t.equal(await stateOf(t, app, other.kid), 'next', 'nothing changed')
+})

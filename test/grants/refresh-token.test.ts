@@ -331,3 +331,18 @@ t.test('a grace replay supersedes the lost pair: the family keeps one live refre
   t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse', 'the superseded token revokes the login')
   await oauthError(t, await refresh(app, b2.refresh_token), 400, 'invalid_grant')
 })
+
+t.test('an access token never outlives its login', async (t) => {
+  const app = await startTestApp(t, { MINIGATE_SESSION_MAX_AGE: '7200', MINIGATE_REFRESH_TTL: '3600', MINIGATE_ACCESS_TTL: '900' })
+  const login = await app.login({ openid: 'oLoginEnd' })
+  const started = decodeJwt(login.access_token).iat as number
+  app.clock.advance(3000)
+  const first = await refreshed(t, await refresh(app, login.refresh_token))
+  app.clock.advance(3000)
+  const second = await refreshed(t, await refresh(app, first.refresh_token))
+  app.clock.advance(900)
+  const last = await refreshed(t, await refresh(app, second.refresh_token))
+  const access = decodeJwt(last.access_token)
+  t.equal(access.exp, started + 7200, 'the access token ends with the login, 300 s before its usual 900 s')
+  t.equal(last.expires_in, 300, 'and expires_in says so')
+})
