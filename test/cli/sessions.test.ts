@@ -1,27 +1,9 @@
 import { decodeJwt } from 'jose'
 import t from 'tap'
-import { run } from '../../src/cli/main.js'
 import { sessionsHelp } from '../../src/cli/sessions.js'
 import { purgeExpired } from '../../src/maintenance.js'
 import { startTestApp, type TestApp } from '../helpers/app.js'
-
-interface Output {
-  code: number
-  stdout: string
-  stderr: string
-}
-
-async function cli(app: TestApp, ...argv: string[]): Promise<Output> {
-  let stdout = ''
-  let stderr = ''
-  const code = await run(argv, {
-    env: { MINIGATE_DB: app.config.dbFile, MINIGATE_KEYS_DIR: app.config.keysDir },
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-    clock: app.clock,
-  })
-  return { code, stdout, stderr }
-}
+import { cli } from '../helpers/cli.js'
 
 type Body = Record<string, any>
 

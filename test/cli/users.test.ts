@@ -1,26 +1,8 @@
 import { decodeJwt } from 'jose'
 import t from 'tap'
-import { run } from '../../src/cli/main.js'
 import { usersHelp } from '../../src/cli/users.js'
 import { startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
-
-interface Output {
-  code: number
-  stdout: string
-  stderr: string
-}
-
-async function cli(app: TestApp, ...argv: string[]): Promise<Output> {
-  let stdout = ''
-  let stderr = ''
-  const code = await run(argv, {
-    env: { MINIGATE_DB: app.config.dbFile, MINIGATE_KEYS_DIR: app.config.keysDir },
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-    clock: app.clock,
-  })
-  return { code, stdout, stderr }
-}
+import { cli } from '../helpers/cli.js'
 
 type Body = Record<string, any>
 
