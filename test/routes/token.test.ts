@@ -86,8 +86,6 @@ t.test('malformed codes are rejected before WeChat is called', async (t) => {
 })
 
 /** SECURITY.md: "&-bearing codes (rejected before WeChat is called)". */
-const URL_SYNTAX_BUG = 'BUG: src/grants/wechat-code.ts:23 CODE regex [\\x21-\\x7e] lets & = % # ? through to WeChat'
-
 t.test('a code bearing URL syntax (&, =, %, #, ?) is rejected before WeChat is called', async (t) => {
   const rows = await rowCounts(app.deps)
   for (const code of ['abc&def', 'abc&grant_type=x&appid=y', 'abc=def', 'abc%26def', 'abc#def', 'abc?def']) {
