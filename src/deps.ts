@@ -1,6 +1,6 @@
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
-import { SpentCodes } from './grants/spent-codes.js'
+import { SpentCodes } from './wechat/spent-codes.js'
 import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
