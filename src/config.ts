@@ -103,6 +103,11 @@ export const defaults = {
   logLevel: 'info',
 } as const
 
+/** An endpoint's absolute URL under the issuer (which may end with a slash or carry a path). */
+export function endpoint(issuer: string, path: string): string {
+  return `${issuer.replace(/\/+$/, '')}${path}`
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError'
 }

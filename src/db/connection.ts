@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import SQLite from 'better-sqlite3'
 import {
   CompiledQuery,
+  sql,
   Kysely,
   Migrator,
   SqliteDialect,
@@ -68,6 +69,11 @@ export function openDatabase(file: string): Db {
   sqlite.pragma('foreign_keys = ON')
   sqlite.pragma('busy_timeout = 5000')
   return new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) })
+}
+
+/** A round trip to SQLite, for the health check. */
+export async function ping(db: Db): Promise<void> {
+  await sql`select 1`.execute(db)
 }
 
 /** Brings the schema to the newest version; throws if a migration fails. */

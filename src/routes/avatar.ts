@@ -9,7 +9,7 @@ import { readSingleFile } from '../http/multipart.js'
 import { noStore } from '../http/no-store.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import { randomId } from '../tokens/mint.js'
-import { endpoint } from './discovery.js'
+import { endpoint } from '../config.js'
 
 /** The image type of a file by its first bytes; the name and declared type of an upload prove nothing. */
 export function imageTypeOf(bytes: Buffer): 'image/png' | 'image/jpeg' | 'image/webp' | undefined {

@@ -1,12 +1,8 @@
 import type Router from '@koa/router'
 import type { AppDeps } from '../deps.js'
+import { endpoint } from '../config.js'
 import { SCOPES } from '../tokens/claims.js'
 import { grants } from './token.js'
-
-/** An endpoint's absolute URL under the issuer. */
-export function endpoint(issuer: string, path: string): string {
-  return `${issuer.replace(/\/+$/, '')}${path}`
-}
 
 /** `GET /.well-known/openid-configuration`: RFC 8414 / OpenID Connect Discovery metadata. */
 export function mountDiscovery(router: Router, deps: AppDeps): void {

@@ -1,5 +1,5 @@
 import type Router from '@koa/router'
-import { sql } from 'kysely'
+import { ping } from '../db/connection.js'
 import type { AppDeps } from '../deps.js'
 import { safeError } from '../log.js'
 
@@ -8,7 +8,7 @@ export function mountHealthz(router: Router, deps: AppDeps): void {
   router.get('/healthz', async function healthz(ctx) {
     ctx.set('Cache-Control', 'no-store')
     try {
-      await sql`select 1`.execute(deps.db)
+      await ping(deps.db)
       deps.keys.active()
       ctx.body = { status: 'ok' }
     } catch (error) {

@@ -10,7 +10,7 @@ import { noStore } from '../http/no-store.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import { userClaims } from '../tokens/user-claims.js'
 import { AVATAR_ID } from './avatar.js'
-import { endpoint } from './discovery.js'
+import { endpoint } from '../config.js'
 
 const PROFILE_FIELDS = new Set(['nickname', 'picture'])
 
