@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs'
+import { readdirSync, statSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { epochSeconds, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
@@ -117,6 +117,9 @@ export async function openKeyRing(options: KeyRingOptions): Promise<KeyRing> {
       if (loaded.has(row.kid) || keyState(row, now, options.timing) === 'gone') continue
       const key = await readSigningKey(join(options.dir, row.file))
       if (key.kid !== row.kid) throw new KeyFileError(`signing key file ${row.file} does not hold key ${row.kid}`)
+      if ((statSync(key.file).mode & 0o077) !== 0) {
+        options.log?.warn({ kid: row.kid, file: row.file }, 'signing key file is readable by other users: chmod 600 it')
+      }
       loaded.set(row.kid, key)
     }
     rows = current

@@ -273,3 +273,20 @@ t.test('a scheduled rotation takes effect by the clock alone, without a reload',
   t.same(keys.jwks().keys.map((key) => key.kid), [rotation.added.kid])
   t.same(await states(f), { 'first.pem': 'gone', [rotation.added.file]: 'active' })
 })
+
+t.test('a key file others can read is loaded with a warning to chmod it', async (t) => {
+  const { chmodSync } = await import('node:fs')
+  const { Writable } = await import('node:stream')
+  const { createLogger } = await import('../../src/log.js')
+  const { generateSigningKeyFile } = await import('../../src/keys/signing-keys.js')
+  const dir = t.testdir()
+  const file = generateSigningKeyFile(dir, new TestClock())
+  chmodSync(file, 0o644)
+  const lines: string[] = []
+  const log = createLogger({ level: 'warn', destination: new Writable({ write: (chunk, _encoding, done) => (lines.push(chunk.toString()), done()) }) })
+  const db = openDatabase(':memory:')
+  t.teardown(() => db.destroy())
+  await migrateToLatest(db)
+  await openKeyRing({ dir, db, clock: new TestClock(), timing: keyTiming(defaults), log })
+  t.ok(lines.some((line) => line.includes('chmod 600')), 'the operator is told')
+})
