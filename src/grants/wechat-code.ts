@@ -84,8 +84,12 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
 
   const result = await deps.db.transaction().execute(async (trx) => {
     const { user, created } = await findOrCreateUser(trx, deps, app.appid, session)
-    if (user.disabled_at !== null) throw new AccessDenied('this user is disabled')
     const now = epochSeconds(deps.clock)
+    if (user.disabled_at !== null) {
+      // Refused, and audited; only the newest session_key was stored.
+      await recordEvent(trx, { at: now, event: 'login_refused_user_disabled', sub: user.id, client_id: app.appid, ip_hash: request.ipHash })
+      return { disabled: user.id }
+    }
     const login = await insertLoginSession(trx, {
       id: randomId(),
       user_id: user.id,
@@ -99,6 +103,10 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
     await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id, ip_hash: request.ipHash })
     return { tokens, sub: user.id, sid: login.id, created }
   })
+  if ('disabled' in result) {
+    deps.log.warn({ event: 'login_refused_user_disabled', sub: result.disabled, client_id: app.appid }, 'login of a disabled user refused')
+    throw new AccessDenied('this user is disabled')
+  }
   deps.log.info(
     { event: 'login', sub: result.sub, sid: result.sid, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
     'login',

@@ -427,6 +427,8 @@ t.test('a disabled user is refused and no login is recorded', async (t) => {
   const body = await oauthError(t, response, 403, 'access_denied')
   t.notOk(JSON.stringify(body).includes(sub), 'the sub is not echoed')
   t.same(await rowCounts(app.deps), before, 'no new login_sessions or refresh_tokens row')
+  const refused = await app.deps.db.selectFrom('audit_events').selectAll().where('event', '=', 'login_refused_user_disabled').execute()
+  t.same(refused.map((event) => event.sub), [sub], 'the refused login is audited')
 
   // Other users still log in.
   const other = await app.login({ openid: 'oEnabled' })
