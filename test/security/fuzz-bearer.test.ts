@@ -10,10 +10,10 @@ import t, { type Test } from 'tap'
 import {
   expectIntegrity,
   expectStillServing,
+  holds,
   rawRequest,
   Secrets,
   startApp,
-  tokenState,
 } from './support.js'
 
 const RUNS = 100
@@ -83,26 +83,8 @@ async function everywhere(header: string): Promise<void> {
   if (found !== undefined) throw new Error(found)
 }
 
-/** fast-check's report of a counterexample, with the error it raised. */
-function failure(error: unknown): string {
-  const { message, cause } = error as Error & { cause?: unknown }
-  const reason = cause instanceof Error ? cause.message : String(cause ?? '')
-  return `${message.replace(/\s*Hint: [^\n]*/g, '').slice(0, 1500)} -- ${reason.slice(0, 1500)}`
-}
-
-async function holds(t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS): Promise<void> {
-  const from = app.logs.length
-  const before = await tokenState(app)
-  try {
-    await fc.assert(property, { numRuns: runs })
-    t.pass(`${what}: held for ${runs} runs`)
-  } catch (error) {
-    t.fail(`${what}: ${failure(error)}`)
-  }
-  t.same(await tokenState(app), before, `${what}: nothing was written`)
-  secrets.checkLogs(t, from, what)
-  await expectStillServing(t, app, secrets)
-}
+/** Runs a property against this file's app. */
+const check = (t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS) => holds(t, app, secrets, what, property, runs)
 
 /** RFC 6750 §2.1 b64token, as src/http/bearer.ts reads it. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
@@ -126,13 +108,11 @@ const credentials = fc.oneof(
 )
 
 t.test('random Authorization strings', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'fc.string of Latin-1',
     fc.asyncProperty(fc.string({ unit: latin1, maxLength: 120 }), async (header) => everywhere(header)),
   )
-  await holds(
-    t,
+  await check(t,
     'fc.string of full Unicode, as fetch sends it (UTF-8 bytes read as Latin-1)',
     fc.asyncProperty(fc.string({ unit: 'binary', maxLength: 40 }), async (text) => {
       const header = Buffer.from(text, 'utf8').toString('latin1').replace(CONTROL, '')
@@ -142,22 +122,19 @@ t.test('random Authorization strings', async (t) => {
 })
 
 t.test('Bearer-shaped Authorization headers', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'scheme + whitespace + credentials + junk',
     fc.asyncProperty(scheme, whitespace, credentials, fc.option(fc.tuple(whitespace, fc.string({ unit: latin1, maxLength: 20 })), { nil: undefined }), async (name, space, token, tail) => {
       await everywhere(`${name}${space}${token}${tail ? tail.join('') : ''}`)
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'several credentials in one header',
     fc.asyncProperty(fc.array(fc.tuple(scheme, credentials), { minLength: 2, maxLength: 4 }), fc.constantFrom(', ', ',', ' '), async (parts, separator) => {
       await everywhere(parts.map(([name, token]) => `${name} ${token}`).join(separator))
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'the real token, mangled around the edges',
     fc.asyncProperty(scheme, whitespace, fc.string({ unit: latin1, maxLength: 6 }), fc.string({ unit: latin1, maxLength: 6 }), async (name, space, before, after) => {
       const header = `${name}${space}${before}${realAccess}${after}`
@@ -168,8 +145,7 @@ t.test('Bearer-shaped Authorization headers', async (t) => {
     }),
     100,
   )
-  await holds(
-    t,
+  await check(t,
     'huge Bearer values',
     fc.asyncProperty(fc.integer({ min: 4000, max: 20_000 }), b64urlChar, async (length, char) => {
       await everywhere(`Bearer ${char.repeat(length)}`)
@@ -189,8 +165,7 @@ t.test('random HTTP Basic credentials at /introspect', async (t) => {
     fc.string({ unit: latin1, maxLength: 60 }),
     fc.base64String({ maxLength: 80 }),
   )
-  await holds(
-    t,
+  await check(t,
     'Basic credentials',
     fc.asyncProperty(fc.oneof(fc.mixedCase(fc.constant('basic')), fc.constantFrom('Basic', 'Bearer', '')), whitespace, basic, async (name, space, credentials) => {
       const header = `${name}${space}${credentials}`
@@ -222,8 +197,7 @@ const anyByte = fc.integer({ min: 0, max: 255 }).map((code) => String.fromCharCo
 
 t.test('raw Authorization bytes (CR, LF, NUL, 8-bit)', async (t) => {
   const statuses: Record<string, number> = {}
-  await holds(
-    t,
+  await check(t,
     'raw Authorization bytes on GET /userinfo',
     fc.asyncProperty(fc.oneof(fc.constant('Bearer '), fc.constant(''), scheme), fc.string({ unit: anyByte, maxLength: 80 }), async (prefix, bytes) => {
       const header = `${prefix}${bytes}`

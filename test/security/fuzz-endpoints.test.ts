@@ -9,11 +9,11 @@ import t, { type Test } from 'tap'
 import {
   expectIntegrity,
   expectStillServing,
+  holds,
   rawPost,
   Secrets,
   SERVICE_BASIC,
   startApp,
-  tokenState,
   WECHAT_CODE_GRANT,
 } from './support.js'
 
@@ -107,39 +107,18 @@ async function sendTo(target: Target, body: string | Uint8Array, headers: Record
   return found === undefined ? undefined : `POST ${target.path}: ${found}`
 }
 
-/** fast-check's report of a counterexample, with the error it raised. */
-function failure(error: unknown): string {
-  const { message, cause } = error as Error & { cause?: unknown }
-  const reason = cause instanceof Error ? cause.message : String(cause ?? '')
-  return `${message.replace(/\s*Hint: [^\n]*/g, '').slice(0, 1500)} -- ${reason.slice(0, 1500)}`
-}
-
-/** Runs a property; a counterexample becomes one failed assertion with fast-check's report. */
-async function holds(t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS): Promise<void> {
-  const from = app.logs.length
-  const before = await tokenState(app)
-  try {
-    await fc.assert(property, { numRuns: runs })
-    t.pass(`${what}: held for ${runs} runs`)
-  } catch (error) {
-    t.fail(`${what}: ${failure(error)}`)
-  }
-  t.same(await tokenState(app), before, `${what}: nothing was written`)
-  secrets.checkLogs(t, from, what)
-  await expectStillServing(t, app, secrets)
-}
+/** Runs a property against this file's app. */
+const check = (t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS) => holds(t, app, secrets, what, property, runs)
 
 t.test('random form bodies', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'random form bodies',
     fc.asyncProperty(fc.dictionary(name, value, { maxKeys: 8 }), fc.boolean(), async (params, grant) => {
       if (grant) params.grant_type ??= WECHAT_CODE_GRANT
       await sendEverywhere(new URLSearchParams(params).toString(), { 'content-type': 'application/x-www-form-urlencoded' })
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'random raw form strings',
     fc.asyncProperty(fc.array(fc.tuple(fc.string({ maxLength: 12 }), fc.constantFrom('=', '&', '%', '[', ']', '+', '.', '=&', '%00', '%ff', ''), fc.string({ maxLength: 12 })), { maxLength: 10 }), async (parts) => {
       await sendEverywhere(parts.map((part) => part.join('')).join('&'), { 'content-type': 'application/x-www-form-urlencoded' })
@@ -149,22 +128,19 @@ t.test('random form bodies', async (t) => {
 })
 
 t.test('random JSON', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'random JSON values',
     fc.asyncProperty(fc.jsonValue(), async (json) => {
       await sendEverywhere(JSON.stringify(json) ?? 'null', { 'content-type': 'application/json' })
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'random JSON objects of the real parameter names',
     fc.asyncProperty(fc.dictionary(name, fc.oneof(value, fc.jsonValue({ maxDepth: 2 })), { maxKeys: 8 }), async (params) => {
       await sendEverywhere(JSON.stringify(params), { 'content-type': 'application/json' })
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'fc.anything() serialised',
     fc.asyncProperty(fc.anything({ maxDepth: 3 }), async (anything) => {
       let body: string
@@ -197,8 +173,7 @@ const CONTENT_TYPES = [
 const headerValue = fc.string({ unit: fc.integer({ min: 1, max: 255 }).map((code) => String.fromCharCode(code)), maxLength: 60 }).map((text) => text.replace(/[\r\n]/g, '').trim())
 
 t.test('random bytes under random content types', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'random bytes',
     fc.asyncProperty(
       fc.uint8Array({ maxLength: 2048 }),
@@ -212,8 +187,7 @@ t.test('random bytes under random content types', async (t) => {
       },
     ),
   )
-  await holds(
-    t,
+  await check(t,
     'random text with JSON/form punctuation',
     fc.asyncProperty(
       fc.array(fc.oneof(fc.constantFrom('{', '}', '[', ']', '"', ':', ',', '\\', '\\u0000', '=', '&', '%', 'null', 'true', '1e999', '"grant_type"', '"code"', '"token"'), fc.string({ maxLength: 5 })), { maxLength: 40 }),

@@ -12,11 +12,11 @@ import {
   b64url,
   expectIntegrity,
   expectStillServing,
+  holds,
   payloadOf,
   Secrets,
   SERVICE_BASIC,
   startApp,
-  tokenState,
   unhandled,
 } from './support.js'
 
@@ -85,30 +85,18 @@ function refused(verdicts: Verdicts, token: string): void {
   if (verdicts.revoke !== undefined && verdicts.revoke !== 200) throw new Error(`/revoke answered ${verdicts.revoke} for ${shown}`)
 }
 
-function failure(error: unknown): string {
-  const { message, cause } = error as Error & { cause?: unknown }
-  const reason = cause instanceof Error ? cause.message : String(cause ?? '')
-  return `${message.replace(/\s*Hint: [^\n]*/g, '').slice(0, 1500)} -- ${reason.slice(0, 1500)}`
-}
-
-async function holds(t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS): Promise<void> {
-  const from = app.logs.length
-  const before = await tokenState(app)
-  try {
-    await fc.assert(property, { numRuns: runs })
-    t.pass(`${what}: held for ${runs} runs`)
-  } catch (error) {
-    t.fail(`${what}: ${failure(error)}`)
-  }
-  t.same(await tokenState(app), before, `${what}: nothing was written or revoked`)
-  secrets.checkLogs(t, from, what)
-  const userinfo = await fetch(`${app.url}/userinfo`, { headers: { authorization: `Bearer ${realAccess}` } })
-  t.equal(userinfo.status, 200, `${what}: the real access token still works`)
-  await userinfo.arrayBuffer()
-  const introspect = await app.postForm('/introspect', { token: realRefresh }, { authorization: SERVICE_BASIC })
-  t.match(await introspect.json(), { active: true }, `${what}: the real refresh token is still active`)
-  await expectStillServing(t, app, secrets)
-}
+/** Runs a property against this file's app; the real tokens must survive every forgery. */
+const check = (t: Test, what: string, property: fc.IAsyncPropertyWithHooks<any>, runs = RUNS) =>
+  holds(t, app, secrets, what, property, runs, {
+    unchanged: 'nothing was written or revoked',
+    after: async () => {
+      const userinfo = await fetch(`${app.url}/userinfo`, { headers: { authorization: `Bearer ${realAccess}` } })
+      t.equal(userinfo.status, 200, `${what}: the real access token still works`)
+      await userinfo.arrayBuffer()
+      const introspect = await app.postForm('/introspect', { token: realRefresh }, { authorization: SERVICE_BASIC })
+      t.match(await introspect.json(), { active: true }, `${what}: the real refresh token is still active`)
+    },
+  })
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 const mutationChar = fc.oneof(fc.constantFrom(...`${B64URL}.=+/ `.split('')), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }))
@@ -134,8 +122,7 @@ function mutate(token: string, mutations: Array<{ op: string; at: number; char: 
 t.test('mutations of real tokens are never accepted', async (t) => {
   let reencoded = 0
   for (const [kind, token] of [['access', realAccess], ['refresh', realRefresh]] as const) {
-    await holds(
-      t,
+    await check(t,
       `mutated ${kind} tokens`,
       fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 4 }), async (mutations) => {
         const mutated = mutate(token, mutations)
@@ -174,8 +161,7 @@ const signers: Array<[string, Signer]> = [
 ]
 
 t.test('random headers and payloads signed by anything but minigate are refused', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'random JWS',
     fc.asyncProperty(header, base, payloadOverrides, fc.constantFrom(...signers), async (head, payload, overrides, [, signer]) => {
       const input = `${b64url(head)}.${b64url({ ...payload, ...overrides })}`
@@ -183,8 +169,7 @@ t.test('random headers and payloads signed by anything but minigate are refused'
       refused(await present(token, { revoke: true }), token)
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'random JWS with raw (non-JSON) segments',
     fc.asyncProperty(fc.array(fc.oneof(fc.string({ maxLength: 30 }), fc.string({ unit: 'binary', maxLength: 10 }), fc.uint8Array({ maxLength: 40 })), { minLength: 1, maxLength: 6 }), async (parts) => {
       const token = parts.map((part) => (typeof part === 'string' ? Buffer.from(part).toString('base64url') : Buffer.from(part).toString('base64url'))).join('.')
@@ -195,16 +180,14 @@ t.test('random headers and payloads signed by anything but minigate are refused'
 })
 
 t.test('random token-shaped strings are refused', async (t) => {
-  await holds(
-    t,
+  await check(t,
     'random strings as tokens',
     fc.asyncProperty(fc.oneof(fc.string({ minLength: 1, maxLength: 200 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 60 }), fc.array(fc.string({ unit: fc.constantFrom(...B64URL.split('')), maxLength: 80 }), { minLength: 1, maxLength: 6 }).map((parts) => parts.join('.'))), async (token) => {
       if (token.trim() === '') return
       refused(await present(token, { revoke: true }), token)
     }),
   )
-  await holds(
-    t,
+  await check(t,
     'long tokens around the length limit',
     fc.asyncProperty(fc.integer({ min: 4000, max: 12_000 }), async (length) => {
       const pad = 'A'.repeat(length)
@@ -227,8 +210,7 @@ t.test('validly signed tokens with random claim values never make a 5xx', async 
     const input = `${b64url(head)}.${b64url(payload)}`
     return `${input}.${cryptoSign('sha256', Buffer.from(input), realKey.privateKey).toString('base64url')}`
   }
-  await holds(
-    t,
+  await check(t,
     'validly signed, random claims',
     fc.asyncProperty(fc.constantFrom('at+jwt', 'rt+jwt'), fc.constantFrom(...bases), fc.dictionary(fc.constantFrom(...claimNames), fc.oneof(fc.jsonValue({ maxDepth: 1 }), fc.string()), { minKeys: 1, maxKeys: 3 }), async (typ, payload, overrides) => {
       const token = sign({ alg: 'RS256', typ, kid: realKey.kid }, { ...payload, ...overrides })

@@ -5,6 +5,7 @@
  * challenge on 401s of Bearer endpoints, no row written, and no secret in a response body or a log line.
  */
 import { connect } from 'node:net'
+import fc from 'fast-check'
 import type { Test } from 'tap'
 import { sql } from 'kysely'
 import { DEV_APP } from '../../src/config.js'
@@ -276,4 +277,39 @@ export function rawPost(app: TestApp, path: string, headers: Record<string, stri
   const bytes = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body)
   const lines = [`POST ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', `Content-Length: ${bytes.length}`, ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`)]
   return rawRequest(app, Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), bytes]))
+}
+
+/** fast-check's report of a counterexample, with the error it raised. */
+function failure(error: unknown): string {
+  const { message, cause } = error as Error & { cause?: unknown }
+  const reason = cause instanceof Error ? cause.message : String(cause ?? '')
+  return `${message.replace(/\s*Hint: [^\n]*/g, '').slice(0, 1500)} -- ${reason.slice(0, 1500)}`
+}
+
+/**
+ * Runs a fast-check property as one assertion (a counterexample becomes one failure with fast-check's
+ * report), then checks that the token state is unchanged, no secret reached the logs, `after`'s own
+ * checks, and that the server still serves.
+ */
+export async function holds(
+  t: Test,
+  app: TestApp,
+  secrets: Secrets,
+  what: string,
+  property: fc.IAsyncPropertyWithHooks<any>,
+  runs: number,
+  options: { unchanged?: string; after?: () => Promise<void> } = {},
+): Promise<void> {
+  const from = app.logs.length
+  const before = await tokenState(app)
+  try {
+    await fc.assert(property, { numRuns: runs })
+    t.pass(`${what}: held for ${runs} runs`)
+  } catch (error) {
+    t.fail(`${what}: ${failure(error)}`)
+  }
+  t.same(await tokenState(app), before, `${what}: ${options.unchanged ?? 'nothing was written'}`)
+  secrets.checkLogs(t, from, what)
+  await options.after?.()
+  await expectStillServing(t, app, secrets)
 }
