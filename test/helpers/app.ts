@@ -9,6 +9,7 @@ import { buildDeps, closeDeps, type AppDeps } from '../../src/deps.js'
 import { createLogger } from '../../src/log.js'
 import type { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { TestClock } from './clock.js'
+import { seedKeysDir } from './keys.js'
 
 export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
 
@@ -39,6 +40,8 @@ export interface TestApp {
  */
 export async function startTestApp(t: Test, env: Record<string, string> = {}, clock = new TestClock()): Promise<TestApp> {
   const dir = t.testdir()
+  // A committed fixture key instead of a fresh RSA key per app: key generation is tested on its own.
+  if (env.MINIGATE_KEYS_DIR === undefined) seedKeysDir(join(dir, 'keys'))
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo

@@ -1,25 +1,39 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Clock } from '../../src/clock.js'
 import { defaults } from '../../src/config.js'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
 import { keyTiming, openKeyRing, type KeyRing } from '../../src/keys/key-ring.js'
-import { generateSigningKeyFile } from '../../src/keys/signing-keys.js'
 import { TestClock } from './clock.js'
 
 export const testTiming = keyTiming(defaults)
 
-/**
- * A folder holding one freshly generated signing key, made once per test process: RSA key generation is
- * the slowest step of building an app, and every app on its own database registers the key anew.
- */
+/** RSA-2048 keys generated once and committed (test/fixtures/keys): generating one costs about 130 ms. */
+const FIXTURE_KEYS = 12
+
+/** The PEM of fixture key `index` (0 to 11). */
+export function fixtureKeyPem(index: number): string {
+  if (index < 0 || index >= FIXTURE_KEYS) throw new Error(`there are ${FIXTURE_KEYS} fixture keys`)
+  return readFileSync(new URL(`../../../test/fixtures/keys/key-${String(index + 1).padStart(2, '0')}.pem`, import.meta.url), 'utf8')
+}
+
+/** Puts fixture key `index` into `dir` (0700, the file 0600), as if minigate had generated it there. */
+export function seedKeysDir(dir: string, index = 0): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  chmodSync(dir, 0o700)
+  const file = join(dir, `signing-fixture-${index + 1}.pem`)
+  writeFileSync(file, fixtureKeyPem(index), { mode: 0o600 })
+  return file
+}
+
+/** A folder holding one fixture signing key, made once per test process; every app on its own database registers it anew. */
 let shared: string | undefined
 export function sharedKeysDir(): string {
   if (!shared) {
     const dir = mkdtempSync(join(tmpdir(), 'minigate-keys-'))
     process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
-    generateSigningKeyFile(dir, new TestClock())
+    seedKeysDir(dir)
     shared = dir
   }
   return shared

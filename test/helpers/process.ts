@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
-/** The built server, as `npm start` runs it (`npm test` builds it first). */
-export const SERVER = fileURLToPath(new URL('../../dist/main.js', import.meta.url))
+/** The compiled server (`npm test` compiles src/ into .build/ first), started as `npm start` starts dist/main.js. */
+export const SERVER = fileURLToPath(new URL('../../src/main.js', import.meta.url))
 
 export interface ServerProcess {
   child: ChildProcess
