@@ -26,8 +26,13 @@ export interface Config {
   port: number
   host: string
   issuer: string
+  /** `MINIGATE_DB`: a SQLite file path, or a `postgres://` URL. */
   dbFile: string
   keysDir: string
+  /** Data keys given in the environment (`MINIGATE_DATA_KEYS`), else read from the keys folder. */
+  dataKeys: string[] | undefined
+  /** PostgreSQL connections per instance. */
+  dbPoolSize: number
   apps: WeChatApp[]
   wechatApiBase: string
   /** Whether the WeChat simulator is mounted at `/_dev/wechat`. */
@@ -67,8 +72,10 @@ export const defaults = {
   host: '127.0.0.1',
   /** SQLite database file. */
   dbFile: 'db/minigate.sqlite',
-  /** Folder of the private keys (signing keys and the session_key encryption key). */
+  /** Folder of the data key (which seals the signing keys and session_keys in the database). */
   keysDir: 'keys',
+  /** PostgreSQL connections per instance. */
+  dbPoolSize: 10,
   /** WeChat's server API. */
   wechatApiBase: 'https://api.weixin.qq.com',
   /** How long a WeChat API call may take before minigate gives up on it, in milliseconds. */
@@ -164,6 +171,13 @@ function trustProxy(env: Env): number {
   if (raw === 'true' || raw === 'on') return 1
   if (/^[1-9]$/.test(raw)) return Number(raw)
   throw new ConfigError(`MINIGATE_TRUST_PROXY must be the number of proxy hops (0 to 9) or true, got "${env.MINIGATE_TRUST_PROXY}"`)
+}
+
+/** `MINIGATE_DATA_KEYS`: base64 data keys, comma-separated, the first one seals (checked when loaded). */
+function dataKeys(env: Env): string[] | undefined {
+  const raw = env.MINIGATE_DATA_KEYS?.trim() ?? ''
+  if (raw === '') return undefined
+  return raw.split(',').map((key) => key.trim())
 }
 
 function tokenApi(env: Env): 'stable_token' | 'token' {
@@ -262,6 +276,8 @@ export function loadConfig(env: Env): Config {
     issuer,
     dbFile: env.MINIGATE_DB?.trim() || defaults.dbFile,
     keysDir: env.MINIGATE_KEYS_DIR?.trim() || defaults.keysDir,
+    dataKeys: dataKeys(env),
+    dbPoolSize: integer(env, 'MINIGATE_DB_POOL_SIZE', defaults.dbPoolSize, 1, 200),
     apps: development ? [DEV_APP] : apps,
     wechatApiBase: apiBaseSet ? httpUrl(env, 'WECHAT_API_BASE', defaults.wechatApiBase) : simulator ? simulatorBase : defaults.wechatApiBase,
     simulator,

@@ -1,26 +1,36 @@
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
-import { SpentCodes } from './wechat/spent-codes.js'
-import { migrateToLatest, openDatabase, type Db } from './db/connection.js'
+import { migrateToLatest, openDatabase, type Db, type Trx } from './db/connection.js'
+import { dialectOf } from './db/dialect.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
+import type { KeyGenerator } from './keys/signing-keys.js'
 import { createRateLimits, type RateLimits } from './http/rate-limit.js'
 import type { Logger } from './log.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
 import { createSimulator, type Simulator } from './wechat/simulator/index.js'
+import { databaseSpentCodes, memorySpentCodes, type SpentCodes } from './wechat/spent-codes.js'
+
+/**
+ * Runs a token-state change as one atomic, isolated unit and returns what `work` returned; if `work`
+ * throws, nothing it wrote stays. Keep `work` short: no signing and no network inside.
+ */
+export type TransactionRunner = <T>(work: (trx: Trx) => Promise<T>) => Promise<T>
 
 /** Everything the app is built from. `createApp(deps)` reads nothing else: no globals, no environment. */
 export interface AppDeps {
   config: Config
   db: Db
+  /** Runs token-state changes (see `TransactionRunner`). */
+  transaction: TransactionRunner
   /** The signing keys and their rotation schedule. */
   keys: KeyRing
   secretBox: SecretBox
   wechat: WeChatClient
   /** WeChat server-API access_tokens, per appid. */
   wechatTokens: AccessTokenManager
-  /** wx.login() codes already sent to WeChat. */
+  /** wx.login() and phone codes already sent to WeChat. */
   spentCodes: SpentCodes
   /** Rate limiters; absent when MINIGATE_RATE_LIMITS=off. */
   limits?: RateLimits
@@ -30,19 +40,27 @@ export interface AppDeps {
   simulator?: Simulator
 }
 
+export interface BuildOptions {
+  clock: Clock
+  log: Logger
+  fetch?: typeof fetch
+  /** Makes new signing keys (RSA-2048 by default). */
+  generateKey?: KeyGenerator
+}
+
 /**
  * Opens the database (migrating it), loads or generates the keys, and builds the WeChat client and
  * simulator that `config` asks for. `main.ts` and the tests build their apps with it.
  *
  * @example const deps = await buildDeps(loadConfig(process.env), { clock: systemClock, log })
  */
-export async function buildDeps(config: Config, options: { clock: Clock; log: Logger; fetch?: typeof fetch }): Promise<AppDeps> {
-  const secretBox = loadSecretBox(config.keysDir)
-  const db = openDatabase(config.dbFile)
+export async function buildDeps(config: Config, options: BuildOptions): Promise<AppDeps> {
+  const secretBox = loadSecretBox({ dir: config.keysDir, keys: config.dataKeys })
+  const db = openDatabase(config.dbFile, { poolSize: config.dbPoolSize })
   let keys: KeyRing
   try {
     await migrateToLatest(db)
-    keys = await openKeyRing({ dir: config.keysDir, db, clock: options.clock, timing: keyTiming(config), log: options.log })
+    keys = await openKeyRing({ db, secretBox, clock: options.clock, timing: keyTiming(config), dir: config.keysDir, log: options.log, ...(options.generateKey ? { generateKey: options.generateKey } : {}) })
   } catch (error) {
     await db.destroy()
     throw error
@@ -55,13 +73,16 @@ export async function buildDeps(config: Config, options: { clock: Clock; log: Lo
     ...(options.fetch ? { fetch: options.fetch } : {}),
   })
   const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
-  const deps: AppDeps = { config, db, keys, secretBox, wechat, wechatTokens, spentCodes: new SpentCodes(), clock: options.clock, log: options.log }
+  // One process serves every request of a SQLite database; several instances share a PostgreSQL one.
+  const spentCodes = dialectOf(db) === 'postgres' ? databaseSpentCodes(db, options.clock) : memorySpentCodes()
+  const transaction: TransactionRunner = (work) => db.transaction().execute(work)
+  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log }
   if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock)
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
 }
 
-/** Releases what `buildDeps` opened: caches' timers and the SQLite connection. */
+/** Releases what `buildDeps` opened: caches' timers and the database connections. */
 export async function closeDeps(deps: AppDeps): Promise<void> {
   deps.spentCodes.close()
   deps.wechatTokens.close()

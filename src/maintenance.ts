@@ -1,18 +1,18 @@
 import { epochSeconds } from './clock.js'
-import { purgeExpiredRefreshTokens } from './db/refresh-tokens.js'
 import { purgeExpiredRevocations } from './db/revoked-access-tokens.js'
 import { purgeEndedSessions } from './db/sessions.js'
+import { purgeExpiredCodes } from './db/spent-codes.js'
 import type { AppDeps } from './deps.js'
 import { KEY_RELOAD_SECONDS } from './keys/key-ring.js'
 import { safeError } from './log.js'
 
-/** Deletes rows that can no longer matter: expired refresh tokens and revocations, ended logins. */
-export async function purgeExpired(deps: AppDeps): Promise<{ refreshTokens: number; sessions: number; revocations: number }> {
+/** Deletes rows that can no longer matter: ended logins, expired revocations and spent codes. */
+export async function purgeExpired(deps: AppDeps): Promise<{ sessions: number; revocations: number; codes: number }> {
   const now = epochSeconds(deps.clock)
   return deps.db.transaction().execute(async (trx) => ({
-    refreshTokens: await purgeExpiredRefreshTokens(trx, now),
     sessions: await purgeEndedSessions(trx, now, deps.config.refreshTtl),
     revocations: await purgeExpiredRevocations(trx, now),
+    codes: await purgeExpiredCodes(trx, now),
   }))
 }
 

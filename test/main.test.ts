@@ -5,13 +5,15 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { ConfigError } from '../src/config.js'
-import { generateSigningKeyFile, KeyFileError } from '../src/keys/signing-keys.js'
+import { KeyFileError } from '../src/keys/signing-keys.js'
+import { seedKeysDir } from './helpers/keys.js'
 import { createLogger, type Logger } from '../src/log.js'
 import { start } from '../src/main.js'
 
-// One keys folder for every start of this file: generating an RSA key each time is the slow part.
+// One keys folder for every start of this file, holding a fixture key file that each start imports:
+// generating an RSA key each time is the slow part.
 const KEYS_DIR = join(t.testdir(), 'keys')
-generateSigningKeyFile(KEYS_DIR, { now: () => 0 })
+seedKeysDir(KEYS_DIR)
 
 function capture(): { log: Logger; lines: () => Array<Record<string, any>> } {
   const raw: string[] = []

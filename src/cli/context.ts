@@ -1,7 +1,9 @@
 import type { Clock } from '../clock.js'
 import { loadConfig, type Config } from '../config.js'
 import { migrateToLatest, openDatabase, type Db } from '../db/connection.js'
+import { loadSecretBox, type SecretBox } from '../keys/data-key.js'
 import { keyTiming } from '../keys/key-ring.js'
+import type { KeyGenerator } from '../keys/signing-keys.js'
 import type { KeyAdmin } from '../keys/rotation.js'
 
 /** Where a command writes, and what it runs against. */
@@ -10,6 +12,8 @@ export interface CliIo {
   stdout: (text: string) => void
   stderr: (text: string) => void
   clock: Clock
+  /** Makes new signing keys (RSA-2048 by default). */
+  generateKey?: KeyGenerator
 }
 
 /** A failure the operator can act on: printed as one line, exit code 1. */
@@ -25,7 +29,8 @@ export class UsageError extends Error {
 export interface CliContext {
   config: Config
   db: Db
-  admin: KeyAdmin
+  /** The key schedule and the data key that seals keys: loaded on first use (not every command needs it). */
+  admin(): KeyAdmin
   io: CliIo
   json: boolean
   /** Prints a result: JSON with `--json`, else the human text. */
@@ -42,10 +47,25 @@ export async function openContext(io: CliIo, json: boolean, migrate = true): Pro
     await db.destroy()
     throw error
   }
+  let admin: KeyAdmin | undefined
+  let box: SecretBox | undefined
   return {
     config,
     db,
-    admin: { dir: config.keysDir, db, clock: io.clock, timing: keyTiming(config) },
+    admin() {
+      admin ??= {
+        db,
+        // Loaded only by the commands that seal (add, rotate, rewrap): the others need no data key.
+        get secretBox() {
+          box ??= loadSecretBox({ dir: config.keysDir, keys: config.dataKeys, create: false })
+          return box
+        },
+        clock: io.clock,
+        timing: keyTiming(config),
+        ...(io.generateKey ? { generateKey: io.generateKey } : {}),
+      }
+      return admin
+    },
     io,
     json,
     print(result, text) {

@@ -1,5 +1,6 @@
 import { epochSeconds } from '../clock.js'
 import { activateKey, addKey, KeyOperationRefused, listKeys, retireKey, rotateKeys } from '../keys/rotation.js'
+import { rewrapSecrets } from '../keys/rewrap.js'
 import { CliError, UsageError, when, type CliContext } from './context.js'
 
 export const keysHelp = `minigate keys <command>
@@ -11,6 +12,8 @@ export const keysHelp = `minigate keys <command>
   retire <kid> [--force]    withdraw a key from the JWKS for good (refused while tokens it
                             signed may be unexpired; --force for a compromised key)
   rotate                    add a key, activate it once verifiers' caches have it, retire the old one
+  rewrap                    re-seal the stored signing keys and session_keys with the first data key
+                            (a data-key rotation: see README "Keys and secrets")
 
 Options: --json (machine-readable output), --help. A running server picks changes up within seconds.`
 
@@ -32,35 +35,42 @@ export async function keysCommand(ctx: CliContext, args: string[], force: boolea
   }
   switch (command) {
     case 'list': {
-      const keys = await listKeys(ctx.admin)
+      const keys = await listKeys(ctx.admin())
       const lines = keys.map((key) => `${key.kid}  ${key.state.padEnd(7)}  created ${when(key.created_at)}  activates ${when(key.activates_at)}  retires ${when(key.retires_at)}  safe to drop ${when(key.safe_to_drop_at)}`)
       ctx.print(keys, lines.join('\n') || 'no keys')
       return
     }
     case 'add': {
-      const key = await addKey(ctx.admin)
-      ctx.print(key, `added ${key.kid} (next: published now, not signing; activate after ${when(key.created_at + ctx.admin.timing.publishDelay)})`)
+      const key = await addKey(ctx.admin())
+      ctx.print(key, `added ${key.kid} (next: published now, not signing; activate after ${when(key.created_at + ctx.admin().timing.publishDelay)})`)
       return
     }
     case 'activate': {
-      const key = await refusedAsCliError(activateKey(ctx.admin, needKid(), { force }))
+      const key = await refusedAsCliError(activateKey(ctx.admin(), needKid(), { force }))
       ctx.print(key, `${key.kid} now signs new tokens`)
       return
     }
     case 'retire': {
-      const key = await refusedAsCliError(retireKey(ctx.admin, needKid(), { force }))
+      const key = await refusedAsCliError(retireKey(ctx.admin(), needKid(), { force }))
       ctx.print(key, `${key.kid} withdrawn from the JWKS`)
       return
     }
     case 'rotate': {
       if (kid) throw new UsageError('keys rotate takes no kid')
-      const rotation = await rotateKeys(ctx.admin)
+      const rotation = await refusedAsCliError(rotateKeys(ctx.admin()))
       const now = epochSeconds(ctx.io.clock)
       ctx.print(
         rotation,
         `added ${rotation.added.kid}; it signs from ${when(rotation.activatesAt)} (in ${rotation.activatesAt - now} s)` +
           (rotation.retiring.length ? `; then ${rotation.retiring.join(', ')} retires and stays published until its tokens have expired` : ''),
       )
+      return
+    }
+    case 'rewrap': {
+      if (kid) throw new UsageError('keys rewrap takes no kid')
+      const admin = ctx.admin()
+      const counts = await rewrapSecrets(admin.db, admin.secretBox)
+      ctx.print(counts, `re-sealed ${counts.signingKeys} signing key(s) and ${counts.sessionKeys} session_key(s) with the current data key`)
       return
     }
     default:

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { systemClock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { migrateToLatest } from '../db/connection.js'
+import { KeyFileError } from '../keys/signing-keys.js'
 import { CliError, openContext, UsageError, type CliIo } from './context.js'
 import { keysCommand, keysHelp } from './keys.js'
 import { sessionsCommand, sessionsHelp } from './sessions.js'
@@ -12,7 +13,7 @@ import { usersCommand, usersHelp } from './users.js'
 export const help = `minigate: the operator command line (works while the server runs)
 
   minigate migrate                  bring the database (MINIGATE_DB) to the newest schema
-  minigate keys list|add|activate|retire|rotate
+  minigate keys list|add|activate|retire|rotate|rewrap
   minigate users show|disable|enable
   minigate sessions list|revoke
 
@@ -96,7 +97,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.stderr(`minigate: ${error.message}\n\n${helps[group]}\n`)
       return 2
     }
-    io.stderr(`minigate: ${error instanceof CliError || error instanceof ConfigError ? error.message : `failed: ${(error as Error).message}`}\n`)
+    io.stderr(`minigate: ${error instanceof CliError || error instanceof ConfigError || error instanceof KeyFileError ? error.message : `failed: ${(error as Error).message}`}\n`)
     return 1
   } finally {
     await ctx.db.destroy()

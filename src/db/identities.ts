@@ -7,11 +7,15 @@ export function findIdentity(db: Q, appid: string, openid: string): Promise<WeCh
   return db.selectFrom('wechat_identities').selectAll().where('appid', '=', appid).where('openid', '=', openid).executeTakeFirst()
 }
 
+/**
+ * Inserts a WeChat identity unless (appid, openid) already exists: a concurrent first login of the same
+ * person won, perhaps on another instance. Returns whether this call inserted it.
+ */
 export async function insertIdentity(
   db: Q,
   identity: { userId: string; appid: string; openid: string; sessionKeyEnc: string; now: number },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const result = await db
     .insertInto('wechat_identities')
     .values({
       user_id: identity.userId,
@@ -21,7 +25,9 @@ export async function insertIdentity(
       session_key_updated_at: identity.now,
       created_at: identity.now,
     })
-    .execute()
+    .onConflict((oc) => oc.columns(['appid', 'openid']).doNothing())
+    .executeTakeFirst()
+  return (result.numInsertedOrUpdatedRows ?? 0n) === 1n
 }
 
 /** Stores the newest session_key of an identity (a new wx.login() replaces the previous one). */
@@ -35,5 +41,16 @@ export function findIdentityOfUser(db: Q, userId: string, appid: string): Promis
 }
 
 export function listIdentitiesOfUser(db: Q, userId: string): Promise<WeChatIdentity[]> {
-  return db.selectFrom('wechat_identities').selectAll().where('user_id', '=', userId).orderBy('created_at').execute()
+  return db.selectFrom('wechat_identities').selectAll().where('user_id', '=', userId).orderBy('created_at').orderBy('id').execute()
+}
+
+/** A page of identities' sealed session_keys, by id, for re-sealing. */
+export function listIdentityKeysAfter(db: Q, afterId: number, limit: number): Promise<Array<Pick<WeChatIdentity, 'id' | 'appid' | 'openid' | 'session_key_enc'>>> {
+  return db.selectFrom('wechat_identities').select(['id', 'appid', 'openid', 'session_key_enc']).where('id', '>', afterId).orderBy('id').limit(limit).execute()
+}
+
+/** Replaces a sealed session_key if it is still `previous`; returns whether it did. */
+export async function updateSessionKeySealed(db: Q, id: number, previous: string, sealed: string): Promise<boolean> {
+  const result = await db.updateTable('wechat_identities').set({ session_key_enc: sealed }).where('id', '=', id).where('session_key_enc', '=', previous).executeTakeFirst()
+  return result.numUpdatedRows === 1n
 }

@@ -27,7 +27,11 @@ export interface WeChatIdentityTable {
   created_at: number
 }
 
-/** A login: the refresh-token family whose id is the `sid` claim. */
+/**
+ * A login: the refresh-token family whose id is the `sid` claim. Its refresh tokens are not stored:
+ * each carries the login's `generation` when it was issued (the `gen` claim), and only the current
+ * generation refreshes; each rotation is a compare-and-set of the counter.
+ */
 export interface LoginSessionTable {
   id: string
   user_id: string
@@ -39,21 +43,18 @@ export interface LoginSessionTable {
   expires_at: number
   revoked_at: number | null
   revoked_reason: string | null
+  /** The generation of the refresh tokens that may refresh now; each rotation adds one. */
+  generation: Generated<number>
+  /** When the last rotation happened (null before the first): the grace window runs from it. */
+  rotated_at: number | null
+  /** Grace-window replays of the previous generation answered since the last rotation. */
+  grace_uses: Generated<number>
 }
 
-/** One refresh token. Only its SHA-256 is stored, never the token. */
-export interface RefreshTokenTable {
-  jti: string
-  session_id: string
-  token_hash: string
-  issued_at: number
+/** A WeChat code (hashed) sent upstream, so no instance sends it again; kept until it expires. */
+export interface SpentCodeTable {
+  code_hash: string
   expires_at: number
-  spent_at: number | null
-  revoked_at: number | null
-  /** The token this one was rotated from; null for the first of a family. */
-  parent_jti: string | null
-  /** Replays of this spent token answered within the grace window. */
-  grace_uses: Generated<number>
 }
 
 /** An access token revoked before its `exp`; kept until then. */
@@ -86,14 +87,16 @@ export interface AvatarTable {
 }
 
 /**
- * A signing key's schedule; the key itself is a 0600 PEM file in the keys folder. Its state follows
- * from the times: `next` until `activates_at`, `active` until `retires_at`, `retired` (published, not
- * signing) until every token it signed has expired, then gone. `removed_at` ends it early.
+ * A signing key and its schedule. Its state follows from the times: `next` until `activates_at`,
+ * `active` until `retires_at`, `retired` (published, not signing) until every token it signed has
+ * expired, then gone. `removed_at` ends it early.
  */
 export interface SigningKeyTable {
   kid: string
-  /** The PEM file's name inside the keys folder. */
-  file: string
+  /** The PKCS#8 PEM private key sealed with the data key; null only until a key file is imported. */
+  private_key: string | null
+  /** The PEM file in the keys folder the key was imported from; null for keys minigate generated. */
+  file: string | null
   created_at: number
   activates_at: number | null
   retires_at: number | null
@@ -104,7 +107,7 @@ export interface Database {
   users: UserTable
   wechat_identities: WeChatIdentityTable
   login_sessions: LoginSessionTable
-  refresh_tokens: RefreshTokenTable
+  spent_codes: SpentCodeTable
   revoked_access_tokens: RevokedAccessTokenTable
   audit_events: AuditEventTable
   avatars: AvatarTable
@@ -116,8 +119,6 @@ export type NewUser = Insertable<UserTable>
 export type WeChatIdentity = Selectable<WeChatIdentityTable>
 export type LoginSession = Selectable<LoginSessionTable>
 export type NewLoginSession = Insertable<LoginSessionTable>
-export type RefreshToken = Selectable<RefreshTokenTable>
-export type NewRefreshToken = Insertable<RefreshTokenTable>
 export type NewAuditEvent = Insertable<AuditEventTable>
 export type Avatar = Selectable<AvatarTable>
 export type SigningKeyRow = Selectable<SigningKeyTable>

@@ -11,13 +11,43 @@ export function findLoginSession(db: Q, id: string): Promise<LoginSession | unde
   return db.selectFrom('login_sessions').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
-export async function touchLoginSession(db: Q, id: string, now: number): Promise<void> {
-  await db.updateTable('login_sessions').set({ last_used_at: now }).where('id', '=', id).execute()
+/**
+ * Rotates a live login from generation `seen` to the next, as a compare-and-set: true only for the one
+ * caller that found the counter at `seen`. Under PostgreSQL's READ COMMITTED a concurrent rotation of
+ * the same row makes this one wait for it, re-check the condition, and change nothing.
+ */
+export async function rotateGeneration(db: Q, id: string, seen: number, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable('login_sessions')
+    .set({ generation: seen + 1, rotated_at: now, grace_uses: 0, last_used_at: now })
+    .where('id', '=', id)
+    .where('generation', '=', seen)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst()
+  return result.numUpdatedRows === 1n
 }
 
 /**
- * Ends a login: the session and every refresh token of its family are revoked. Its access tokens then
- * fail introspection and `/userinfo`. Returns false when it had already ended.
+ * Counts one grace-window replay of the previous generation, if the login is still at `generation`,
+ * rotated no earlier than `rotatedSince`, and under `maxUses` replays. One statement: concurrent replays
+ * queue on the row and each re-checks the count, so exactly `maxUses` of them succeed.
+ */
+export async function useGrace(db: Q, id: string, generation: number, rotatedSince: number, maxUses: number, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable('login_sessions')
+    .set((eb) => ({ grace_uses: eb('grace_uses', '+', 1), last_used_at: now }))
+    .where('id', '=', id)
+    .where('generation', '=', generation)
+    .where('rotated_at', '>=', rotatedSince)
+    .where('grace_uses', '<', maxUses)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst()
+  return result.numUpdatedRows === 1n
+}
+
+/**
+ * Ends a login: none of its refresh tokens refreshes any more, and its access tokens fail introspection
+ * and `/userinfo`. Returns false when it had already ended.
  */
 export async function revokeFamily(db: Q, id: string, now: number, reason: string): Promise<boolean> {
   const result = await db
@@ -26,35 +56,34 @@ export async function revokeFamily(db: Q, id: string, now: number, reason: strin
     .where('id', '=', id)
     .where('revoked_at', 'is', null)
     .executeTakeFirst()
-  await db.updateTable('refresh_tokens').set({ revoked_at: now }).where('session_id', '=', id).where('revoked_at', 'is', null).execute()
   return result.numUpdatedRows === 1n
 }
 
 /**
- * Deletes logins that can no longer be used: past their absolute end, or idle longer than a refresh
- * token lives, or revoked with no refresh token left. Their refresh tokens go with them (cascade).
+ * Deletes logins that can no longer be used and whose row proves nothing any more: past their absolute
+ * end, idle longer than a refresh token lives (every token they issued has expired), or revoked that
+ * long ago.
  */
 export async function purgeEndedSessions(db: Q, now: number, refreshTtl: number): Promise<number> {
   const result = await db
     .deleteFrom('login_sessions')
-    .where((eb) =>
-      eb.or([
-        eb('expires_at', '<', now),
-        eb('last_used_at', '<', now - refreshTtl),
-        eb.and([eb('revoked_at', 'is not', null), eb.not(eb.exists(eb.selectFrom('refresh_tokens').select('jti').whereRef('refresh_tokens.session_id', '=', 'login_sessions.id')))]),
-      ]),
-    )
+    .where((eb) => eb.or([eb('expires_at', '<', now), eb('last_used_at', '<', now - refreshTtl), eb('revoked_at', '<', now - refreshTtl)]))
     .executeTakeFirst()
   return Number(result.numDeletedRows)
 }
 
 export function listUserSessions(db: Q, userId: string): Promise<LoginSession[]> {
-  return db.selectFrom('login_sessions').selectAll().where('user_id', '=', userId).orderBy('created_at', 'desc').execute()
+  return db.selectFrom('login_sessions').selectAll().where('user_id', '=', userId).orderBy('created_at', 'desc').orderBy('id').execute()
 }
 
-/** Revokes every live login of a user; returns their ids. */
+/** Revokes every live login of a user in one statement; returns their ids. */
 export async function revokeUserSessions(db: Q, userId: string, now: number, reason: string): Promise<string[]> {
-  const live = await db.selectFrom('login_sessions').select('id').where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
-  for (const { id } of live) await revokeFamily(db, id, now, reason)
-  return live.map(({ id }) => id)
+  const rows = await db
+    .updateTable('login_sessions')
+    .set({ revoked_at: now, revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .returning('id')
+    .execute()
+  return rows.map(({ id }) => id)
 }

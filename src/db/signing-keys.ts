@@ -11,6 +11,11 @@ export async function insertSigningKey(db: Q, row: SigningKeyRow): Promise<void>
   await db.insertInto('signing_keys').values(row).execute()
 }
 
+/** Stores a key's sealed private key (imported from its file, or re-sealed with a newer data key). */
+export async function storePrivateKey(db: Q, kid: string, sealed: string): Promise<void> {
+  await db.updateTable('signing_keys').set({ private_key: sealed }).where('kid', '=', kid).execute()
+}
+
 export async function scheduleSigningKey(
   db: Q,
   kid: string,

@@ -1,10 +1,20 @@
 import type { Kysely } from 'kysely'
+import { inSavepoint, type Trx } from './connection.js'
+import { forUpdate, isUniqueViolation } from './dialect.js'
 import type { Database, NewUser, User } from './schema.js'
 
 type Q = Kysely<Database>
 
 export function findUserById(db: Q, id: string): Promise<User | undefined> {
   return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+/**
+ * Reads a user and holds its row until the transaction ends, so that a login and a disable (or a
+ * merge) of one user never interleave across instances.
+ */
+export function lockUser(trx: Trx, id: string): Promise<User | undefined> {
+  return forUpdate(trx, trx.selectFrom('users').selectAll().where('id', '=', id)).executeTakeFirst()
 }
 
 export function findUserByUnionid(db: Q, unionid: string): Promise<User | undefined> {
@@ -15,12 +25,27 @@ export async function insertUser(db: Q, user: NewUser): Promise<User> {
   return db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
 }
 
+/**
+ * Inserts a user carrying `unionid`, unless one already carries it (a concurrent first login of the same
+ * person in another app, perhaps on another instance): returns whichever user holds it.
+ */
+export async function insertOrFindUserByUnionid(db: Q, user: NewUser & { unionid: string }): Promise<{ user: User; created: boolean }> {
+  const inserted = await db.insertInto('users').values(user).onConflict((oc) => oc.column('unionid').doNothing()).returningAll().executeTakeFirst()
+  if (inserted) return { user: inserted, created: true }
+  return { user: (await findUserByUnionid(db, user.unionid)) as User, created: false }
+}
+
 /** Links a user to its unionid, unless another user already holds it. Returns whether it was set. */
-export async function linkUnionid(db: Q, id: string, unionid: string, now: number): Promise<boolean> {
-  const holder = await findUserByUnionid(db, unionid)
-  if (holder) return false
-  const result = await db.updateTable('users').set({ unionid, updated_at: now }).where('id', '=', id).where('unionid', 'is', null).executeTakeFirst()
-  return result.numUpdatedRows === 1n
+export async function linkUnionid(trx: Trx, id: string, unionid: string, now: number): Promise<boolean> {
+  if (await findUserByUnionid(trx, unionid)) return false
+  try {
+    const result = await inSavepoint(trx, () => trx.updateTable('users').set({ unionid, updated_at: now }).where('id', '=', id).where('unionid', 'is', null).executeTakeFirst())
+    return result.numUpdatedRows === 1n
+  } catch (error) {
+    // Another instance linked the unionid to another user in the meantime.
+    if (isUniqueViolation(error)) return false
+    throw error
+  }
 }
 
 /** Binds a verified phone number to a user. */
@@ -59,4 +84,8 @@ export async function findUserBySubOrOpenid(db: Q, subOrOpenid: string): Promise
 export async function setUserDisabled(db: Q, id: string, disabledAt: number | null, now: number): Promise<boolean> {
   const result = await db.updateTable('users').set({ disabled_at: disabledAt, updated_at: now }).where('id', '=', id).executeTakeFirst()
   return result.numUpdatedRows === 1n
+}
+
+export async function deleteUser(db: Q, id: string): Promise<void> {
+  await db.deleteFrom('users').where('id', '=', id).execute()
 }

@@ -1,23 +1,25 @@
 import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import type { Trx } from '../db/connection.js'
-import { findRefreshToken, hasSpentChild, revokeUnspentChildren, spendRefreshToken, useGrace } from '../db/refresh-tokens.js'
-import type { RefreshToken } from '../db/schema.js'
-import { findLoginSession, revokeFamily, touchLoginSession } from '../db/sessions.js'
+import type { LoginSession, User } from '../db/schema.js'
+import { findLoginSession, revokeFamily, rotateGeneration, useGrace } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidGrant, InvalidScope } from '../errors.js'
 import { required, type Params } from '../http/body.js'
-import { enforce } from '../http/rate-limit.js'
-import type { GrantRequest } from './grant.js'
+import { enforce, spend } from '../http/rate-limit.js'
 import type { RefreshTokenClaims } from '../tokens/claims.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
-import { tokenHash } from '../tokens/mint.js'
 import { TokenRejected, verifyRefreshToken } from '../tokens/verify.js'
 import { resolveClient } from './client.js'
+import type { GrantRequest } from './grant.js'
 import { parseScope } from './scope.js'
 
-type Outcome = { tokens: TokenResponse } | { refused: string }
+/** What the presented token's login says: a generation to sign tokens of, or why not. */
+type Outcome = { session: LoginSession; user: User; generation: number; scope: string } | { refused: string }
+
+/** Compare-and-set attempts before giving up on a login that other requests keep rotating. */
+const MAX_ATTEMPTS = 4
 
 /** RFC 6749 §6: a refresh may narrow the login's scope for the new access token, never widen it. */
 function narrowedScope(requested: string | undefined, granted: string): string {
@@ -38,60 +40,75 @@ async function verified(deps: AppDeps, token: string): Promise<RefreshTokenClaim
 }
 
 /**
- * Within the grace window a replay of the token spent last (none of its successors used yet) gets a new
- * pair, for a phone that lost the response to its refresh. Off when the window is 0.
+ * Whether the previous generation may be presented again now: within the grace window after the last
+ * rotation, at most `refreshGraceReuses` times (a phone that lost the response to its refresh, or
+ * refreshed twice in parallel). Off when the window is 0.
  */
-async function withinGrace(trx: Trx, deps: AppDeps, row: RefreshToken, now: number): Promise<boolean> {
+function graceAllows(deps: AppDeps, session: LoginSession, now: number): boolean {
   const { refreshGraceSeconds, refreshGraceReuses } = deps.config
-  if (refreshGraceSeconds === 0 || row.spent_at === null) return false
-  if (row.spent_at + refreshGraceSeconds < now || row.grace_uses >= refreshGraceReuses) return false
-  if (await hasSpentChild(trx, row.jti)) return false
-  return useGrace(trx, row.jti, row.grace_uses)
+  return refreshGraceSeconds > 0 && session.rotated_at !== null && now - session.rotated_at <= refreshGraceSeconds && session.grace_uses < refreshGraceReuses
 }
 
 /**
- * `grant_type=refresh_token` (RFC 6749 §6, rotated per RFC 9700 §4.14): the presented token is spent by
- * compare-and-set and a new pair is issued in the same family, in one transaction. Presenting a spent
- * token again is reuse: the whole family is revoked and the event audited.
+ * The state change of one refresh, in one short transaction; no signing happens inside it.
+ * - The current generation rotates to the next (compare-and-set on the counter): exactly one of any
+ *   number of concurrent presentations wins, on one instance or several.
+ * - Within the grace window, the generation just rotated away gets the current generation again: every
+ *   token minted inside the window belongs to the current generation, so whichever of them the client
+ *   keeps refreshes normally.
+ * - Any older generation, or the previous one outside the window, is reuse: the login ends.
  */
-export async function refreshTokenGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
-  const app = resolveClient(deps.config.apps, params.client_id)
-  const presented = required(params, 'refresh_token')
-  const claims = await verified(deps, presented)
-  if (claims.client_id !== app.appid) throw new InvalidGrant('the refresh token was issued to another client')
-  // The user's own limit first: a user replaying a dead token must not spend the whole app's budget.
-  enforce(deps.limits?.user, claims.sub, 'for this user')
-  enforce(deps.limits?.client, app.appid, 'for this client')
-
-  const outcome = await deps.db.transaction().execute(async (trx): Promise<Outcome> => {
-    const now = epochSeconds(deps.clock)
-    const row = await findRefreshToken(trx, claims.jti)
-    if (!row || row.token_hash !== tokenHash(presented) || row.session_id !== claims.sid) return { refused: 'the refresh token is unknown' }
-    const session = await findLoginSession(trx, row.session_id)
-    if (!session || session.revoked_at !== null) return { refused: 'the login of this refresh token has ended' }
+async function decide(trx: Trx, deps: AppDeps, claims: RefreshTokenClaims, requestedScope: string | undefined, request: GrantRequest): Promise<Outcome> {
+  const now = epochSeconds(deps.clock)
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+    const session = await findLoginSession(trx, claims.sid)
+    if (!session || session.user_id !== claims.sub || session.client_id !== claims.client_id) return { refused: 'the refresh token is unknown' }
+    if (session.revoked_at !== null) return { refused: 'the login of this refresh token has ended' }
     if (session.expires_at <= now) return { refused: 'the login has reached its maximum age; log in again' }
     const user = await findUserById(trx, session.user_id)
     if (!user || user.disabled_at !== null) return { refused: 'the user is disabled' }
-    // A spent token, or one a grace replay superseded while its login lives on, is presented again: reuse.
-    if (row.spent_at !== null || row.revoked_at !== null) {
-      if (row.revoked_at === null && (await withinGrace(trx, deps, row, now))) {
-        await touchLoginSession(trx, session.id, now)
-        // The pair whose response was lost is superseded, so the family keeps one live refresh token.
-        await revokeUnspentChildren(trx, row.jti, now)
-        deps.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, jti: row.jti }, 'refresh token replayed within the grace window')
-        return { tokens: await issueTokens(trx, deps, session, user, row.jti, narrowedScope(params.scope, session.scope)) }
-      }
-      await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
-      await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: app.appid, sid: session.id, detail: `jti=${row.jti}`, ip_hash: request.ipHash })
-      deps.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, jti: row.jti, client_id: app.appid }, 'spent refresh token presented again: login revoked')
-      return { refused: 'the refresh token was already used; the login has been revoked' }
+    if (claims.gen === session.generation) {
+      // Thrown before anything changed, so a bad scope costs the client nothing.
+      const scope = narrowedScope(requestedScope, session.scope)
+      if (await rotateGeneration(trx, session.id, session.generation, now)) return { session, user, generation: session.generation + 1, scope }
+      continue // another request rotated it first: decide again on what it left
     }
+    if (claims.gen === session.generation - 1 && graceAllows(deps, session, now)) {
+      const scope = narrowedScope(requestedScope, session.scope)
+      if (await useGrace(trx, session.id, session.generation, now - deps.config.refreshGraceSeconds, deps.config.refreshGraceReuses, now)) {
+        deps.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, gen: claims.gen }, 'previous refresh token presented within the grace window')
+        return { session, user, generation: session.generation, scope }
+      }
+      continue
+    }
+    // A generation after the current one cannot have been issued (the database was restored from an
+    // older backup): refuse it without ending the login.
+    if (claims.gen > session.generation) return { refused: 'the refresh token is unknown' }
+    await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
+    await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: session.client_id, sid: session.id, detail: `gen=${claims.gen} current=${session.generation}`, ip_hash: request.ipHash })
+    deps.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, gen: claims.gen, client_id: session.client_id }, 'spent refresh token presented again: login revoked')
+    return { refused: 'the refresh token was already used; the login has been revoked' }
+  }
+  return { refused: 'the login is being refreshed concurrently; try again' }
+}
 
-    const scope = narrowedScope(params.scope, session.scope)
-    if (!(await spendRefreshToken(trx, row.jti, now))) return { refused: 'the refresh token was already used' }
-    await touchLoginSession(trx, session.id, now)
-    return { tokens: await issueTokens(trx, deps, session, user, row.jti, scope) }
-  })
+/**
+ * `grant_type=refresh_token` (RFC 6749 §6, rotated per RFC 9700 §4.14). The token's signature and
+ * claims are checked first; its login's generation then decides, and the new tokens are signed after
+ * that transaction committed.
+ */
+export async function refreshTokenGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
+  const app = resolveClient(deps.config.apps, params.client_id)
+  const claims = await verified(deps, required(params, 'refresh_token'))
+  if (claims.client_id !== app.appid) throw new InvalidGrant('the refresh token was issued to another client')
+  // Budgets are checked before and charged only after a successful refresh: replays of dead tokens
+  // (anyone may hold an old one) never cost the live login, or the app, its refreshes.
+  enforce(deps.limits?.user, claims.sub, 'for this user', { peek: true })
+  enforce(deps.limits?.client, app.appid, 'for this client', { peek: true })
+
+  const outcome = await deps.transaction((trx) => decide(trx, deps, claims, params.scope, request))
   if ('refused' in outcome) throw new InvalidGrant(outcome.refused)
-  return outcome.tokens
+  spend(deps.limits?.user, claims.sub)
+  spend(deps.limits?.client, app.appid)
+  return issueTokens(deps, outcome.session, outcome.user, outcome.generation, outcome.scope)
 }

@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto'
 import { epochSeconds } from '../clock.js'
 import type { Trx } from '../db/connection.js'
 import { findIdentity, insertIdentity, updateSessionKey } from '../db/identities.js'
-import type { User } from '../db/schema.js'
+import type { User, WeChatIdentity } from '../db/schema.js'
 import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
-import { findUserById, findUserByUnionid, insertUser, linkUnionid } from '../db/users.js'
+import { deleteUser, insertOrFindUserByUnionid, insertUser, linkUnionid, lockUser } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
 import { AccessDenied, InvalidGrant } from '../errors.js'
 import type { Params } from '../http/body.js'
@@ -24,20 +24,20 @@ export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
 /** WeChat failures after which the code is still unspent, so the client may retry with it. */
 const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_error', 'bad_response'])
 
-/** Sends a code to WeChat at most once: a replay, even concurrent, is refused here. */
+/** Sends a code to WeChat at most once: a replay, even concurrent or to another instance, is refused here. */
 async function code2Session(deps: AppDeps, appid: string, code: string, request: GrantRequest): Promise<WeChatSession> {
-  if (!deps.spentCodes.claim(appid, code)) throw new InvalidGrant('the code was already used; call wx.login() again')
+  if (!(await deps.spentCodes.claim('login', appid, code))) throw new InvalidGrant('the code was already used; call wx.login() again')
   try {
     return await deps.wechat.code2Session(appid, code)
   } catch (error) {
     if (error instanceof WeChatError) {
-      if (CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(appid, code)
+      if (CODE_NOT_CONSUMED.has(error.failure)) await deps.spentCodes.release('login', appid, code)
       if (error.failure === 'user_blocked') {
         await recordEvent(deps.db, { at: epochSeconds(deps.clock), event: 'login_blocked_by_wechat', client_id: appid, detail: 'errcode=40226', ip_hash: request.ipHash })
       }
       throw loginErrorFor(error)
     }
-    deps.spentCodes.release(appid, code)
+    await deps.spentCodes.release('login', appid, code)
     throw error
   }
 }
@@ -49,32 +49,37 @@ function openidHash(openid: string): string {
 
 /**
  * Finds the user of a WeChat identity (by appid + openid, else by unionid across apps) or creates one,
- * and stores the newest session_key, encrypted.
+ * and stores the newest session_key, encrypted. The user's row is held until the transaction ends. Two
+ * first logins of one person at once, on one instance or two, make one user: the insert that loses the
+ * race on (appid, openid) or on unionid yields to the one that won.
  */
-async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session: WeChatSession): Promise<{ user: User; created: boolean }> {
-  const now = epochSeconds(deps.clock)
+async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session: WeChatSession, now: number): Promise<{ user: User; created: boolean }> {
   const sealed = deps.secretBox.seal(session.sessionKey, `${appid}:${session.openid}`)
-  const identity = await findIdentity(trx, appid, session.openid)
-  if (identity) {
-    await updateSessionKey(trx, identity.id, sealed, now)
-    const user = (await findUserById(trx, identity.user_id)) as User
-    if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
-      return { user: { ...user, unionid: session.unionid, updated_at: now }, created: false }
-    }
-    return { user, created: false }
+  let created = false
+  if (!(await findIdentity(trx, appid, session.openid))) {
+    const fresh = { id: randomId(), created_at: now, updated_at: now }
+    const candidate = session.unionid
+      ? await insertOrFindUserByUnionid(trx, { ...fresh, unionid: session.unionid })
+      : { user: await insertUser(trx, { ...fresh, unionid: null }), created: true }
+    created = await insertIdentity(trx, { userId: candidate.user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
+    // The identity existed after all (a concurrent login won): the user made for it is nobody's.
+    if (!created && candidate.created) await deleteUser(trx, candidate.user.id)
+    created &&= candidate.created
   }
-  const linked = session.unionid ? await findUserByUnionid(trx, session.unionid) : undefined
-  const user =
-    linked ??
-    (await insertUser(trx, { id: randomId(), unionid: session.unionid, created_at: now, updated_at: now }))
-  await insertIdentity(trx, { userId: user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
-  return { user, created: linked === undefined }
+  const identity = (await findIdentity(trx, appid, session.openid)) as WeChatIdentity
+  if (!created) await updateSessionKey(trx, identity.id, sealed, now)
+  const user = (await lockUser(trx, identity.user_id)) as User
+  if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
+    return { user: { ...user, unionid: session.unionid, updated_at: now }, created }
+  }
+  return { user, created }
 }
 
 /**
  * `grant_type=urn:minigate:grant-type:wechat-code`: `code` from wx.login(), `client_id` (the appid),
  * optional `scope`. WeChat is called once per code; every row of the login is written in one
- * transaction after WeChat answered, so a failed call leaves nothing behind.
+ * transaction after WeChat answered, so a failed call leaves nothing behind; the tokens are signed
+ * after it committed.
  */
 export async function wechatCodeGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
   const app = resolveClient(deps.config.apps, params.client_id)
@@ -82,9 +87,9 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
   const code = validateWeChatCode(params.code)
   const session = await code2Session(deps, app.appid, code, request)
 
-  const result = await deps.db.transaction().execute(async (trx) => {
-    const { user, created } = await findOrCreateUser(trx, deps, app.appid, session)
+  const result = await deps.transaction(async (trx) => {
     const now = epochSeconds(deps.clock)
+    const { user, created } = await findOrCreateUser(trx, deps, app.appid, session, now)
     if (user.disabled_at !== null) {
       // Refused, and audited; only the newest session_key was stored.
       await recordEvent(trx, { at: now, event: 'login_refused_user_disabled', sub: user.id, client_id: app.appid, ip_hash: request.ipHash })
@@ -99,17 +104,16 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
       last_used_at: now,
       expires_at: now + deps.config.sessionMaxAge,
     })
-    const tokens = await issueTokens(trx, deps, login, user, null)
     await recordEvent(trx, { at: now, event: created ? 'user_created' : 'login', sub: user.id, client_id: app.appid, sid: login.id, ip_hash: request.ipHash })
-    return { tokens, sub: user.id, sid: login.id, created }
+    return { login, user, created }
   })
   if ('disabled' in result) {
     deps.log.warn({ event: 'login_refused_user_disabled', sub: result.disabled, client_id: app.appid }, 'login of a disabled user refused')
     throw new AccessDenied('this user is disabled')
   }
   deps.log.info(
-    { event: 'login', sub: result.sub, sid: result.sid, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
+    { event: 'login', sub: result.user.id, sid: result.login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
     'login',
   )
-  return result.tokens
+  return issueTokens(deps, result.login, result.user, result.login.generation)
 }

@@ -19,12 +19,16 @@ export class RateLimiter {
     private readonly clock: Clock,
   ) {}
 
+  /** Seconds until `key` may make a request (0: now), without taking one. */
+  wait(key: string): number {
+    const tokens = this.available(key, this.clock.now())
+    return tokens >= 1 ? 0 : this.secondsUntilOne(tokens)
+  }
+
   /** Takes one request for `key`: 0 when allowed, else the seconds until one is. */
   take(key: string): number {
     const now = this.clock.now()
-    const rate = this.perMinute / 60_000
-    const bucket = this.buckets.get(key)
-    const tokens = bucket ? Math.min(this.perMinute, bucket.tokens + (now - bucket.at) * rate) : this.perMinute
+    const tokens = this.available(key, now)
     this.buckets.delete(key)
     if (this.buckets.size >= MAX_KEYS) this.buckets.delete(this.buckets.keys().next().value as string)
     if (tokens >= 1) {
@@ -32,7 +36,16 @@ export class RateLimiter {
       return 0
     }
     this.buckets.set(key, { tokens, at: now })
-    return Math.max(1, Math.ceil((1 - tokens) / rate / 1000))
+    return this.secondsUntilOne(tokens)
+  }
+
+  private available(key: string, now: number): number {
+    const bucket = this.buckets.get(key)
+    return bucket ? Math.min(this.perMinute, bucket.tokens + (now - bucket.at) * (this.perMinute / 60_000)) : this.perMinute
+  }
+
+  private secondsUntilOne(tokens: number): number {
+    return Math.max(1, Math.ceil(((1 - tokens) * 60) / this.perMinute))
   }
 }
 
@@ -50,10 +63,18 @@ export function createRateLimits(settings: { ip: number; client: number; user: n
   return { ip: new RateLimiter(settings.ip, clock), client: new RateLimiter(settings.client, clock), user: new RateLimiter(settings.user, clock) }
 }
 
-/** Throws 429 when `key` is over `limiter`'s rate. */
-export function enforce(limiter: RateLimiter | undefined, key: string, what: string): void {
-  const wait = limiter?.take(key) ?? 0
+/**
+ * Throws 429 when `key` is over `limiter`'s rate; otherwise counts the request, unless `peek` (then the
+ * caller `spend`s it once the request proved worth counting).
+ */
+export function enforce(limiter: RateLimiter | undefined, key: string, what: string, options: { peek?: boolean } = {}): void {
+  const wait = (options.peek ? limiter?.wait(key) : limiter?.take(key)) ?? 0
   if (wait > 0) throw new TooManyRequests(`too many requests ${what}; try again in ${wait} s`, wait)
+}
+
+/** Counts a request `enforce` only peeked at. */
+export function spend(limiter: RateLimiter | undefined, key: string): void {
+  limiter?.take(key)
 }
 
 /**

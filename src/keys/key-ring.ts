@@ -1,12 +1,14 @@
-import { readdirSync, statSync } from 'node:fs'
-import { basename, join } from 'node:path'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { epochSeconds, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { Db } from '../db/connection.js'
+import { isUniqueViolation } from '../db/dialect.js'
 import type { SigningKeyRow } from '../db/schema.js'
-import { insertSigningKey, listSigningKeys } from '../db/signing-keys.js'
+import { insertSigningKey, listSigningKeys, storePrivateKey } from '../db/signing-keys.js'
 import type { Logger } from '../log.js'
-import { generateSigningKeyFile, KeyFileError, readSigningKey, type KeyStore, type SigningKey } from './signing-keys.js'
+import type { SecretBox } from './data-key.js'
+import { generateRsaKey, KeyFileError, parseSigningKey, readSigningKeyFile, type KeyGenerator, type KeyStore, type SigningKey } from './signing-keys.js'
 
 export type KeyState = 'next' | 'active' | 'retired' | 'gone'
 
@@ -55,11 +57,20 @@ function nextTransition(rows: SigningKeyRow[], now: number, timing: KeyTiming): 
   return next
 }
 
+/** The associated data a signing key is sealed with: a sealed key moved to another row does not open. */
+export function sealedKeyBinding(kid: string): string {
+  return `signing-key:${kid}`
+}
+
 export interface KeyRingOptions {
-  dir: string
   db: Db
+  secretBox: SecretBox
   clock: Clock
   timing: KeyTiming
+  /** The keys folder: PEM files an operator drops there are imported. */
+  dir: string
+  /** Makes new keys (RSA-2048 by default). */
+  generateKey?: KeyGenerator
   log?: Logger
 }
 
@@ -71,41 +82,74 @@ export interface KeyRing extends KeyStore {
 }
 
 /**
- * Registers key files that have no schedule yet. On a first start (or from a keys folder that predates
- * the schedule) the newest file becomes the active key and older ones are retired; later, a file an
- * operator drops in is a `next` key. With no key at all, one is generated.
+ * Imports PEM files from the keys folder into the database, sealed: a file whose key is not registered
+ * yet (an operator's own key), and the file of a key registered before keys lived in the database. On a
+ * first start (or from a folder that predates the schedule) the newest file becomes the active key and
+ * older ones are retired; later, an imported file is a `next` key.
  */
-async function registerFiles(options: KeyRingOptions, rows: SigningKeyRow[]): Promise<void> {
+async function importKeyFiles(options: KeyRingOptions, rows: SigningKeyRow[]): Promise<void> {
   const now = epochSeconds(options.clock)
-  const known = new Set(rows.map((row) => row.file))
-  const files = readdirSync(options.dir).filter((name) => name.endsWith('.pem') && !known.has(name))
-  if (rows.length === 0 && files.length === 0) files.push(basename(generateSigningKeyFile(options.dir, options.clock)))
-  const keys = await Promise.all(files.map((name) => readSigningKey(join(options.dir, name))))
-  keys.sort((a, b) => a.createdAt - b.createdAt || a.file.localeCompare(b.file))
+  const byKid = new Map(rows.map((row) => [row.kid, row]))
+  // With MINIGATE_DATA_KEYS there may be no keys folder at all.
+  const names = existsSync(options.dir) ? readdirSync(options.dir).filter((name) => name.endsWith('.pem')) : []
+  const files = await Promise.all(names.map(async (name) => ({ name, mtime: statSync(join(options.dir, name)).mtimeMs, key: await readSigningKeyFile(join(options.dir, name)) })))
+  files.sort((a, b) => a.mtime - b.mtime || a.name.localeCompare(b.name))
+  const fresh = files.filter(({ key }) => !byKid.has(key.kid))
   const hasActive = rows.some((row) => keyState(row, now, options.timing) === 'active')
-  const kids = new Set(rows.map((row) => row.kid))
-  const fresh: SigningKeyRow[] = []
-  for (const [index, key] of keys.entries()) {
-    if (kids.has(key.kid)) throw new KeyFileError(`signing key ${key.file} is a copy of key ${key.kid}`)
-    kids.add(key.kid)
-    const row: SigningKeyRow = { kid: key.kid, file: basename(key.file), created_at: now, activates_at: null, retires_at: null, removed_at: null }
-    if (!hasActive) Object.assign(row, index === keys.length - 1 ? { activates_at: now } : { activates_at: now, retires_at: now })
-    fresh.push(row)
+  const seen = new Set<string>()
+  for (const { name, key } of fresh) {
+    if (seen.has(key.kid)) throw new KeyFileError(`signing key ${name} is a copy of key ${key.kid}`)
+    seen.add(key.kid)
   }
-  await options.db.transaction().execute(async (trx) => {
-    for (const row of fresh) await insertSigningKey(trx, row)
-  })
-  for (const row of fresh) options.log?.info({ kid: row.kid, state: keyState(row, now, options.timing) }, 'signing key registered')
+  for (const [index, { name, key }] of fresh.entries()) {
+    const row: SigningKeyRow = { kid: key.kid, private_key: options.secretBox.seal(key.pem, sealedKeyBinding(key.kid)), file: name, created_at: now, activates_at: null, retires_at: null, removed_at: null }
+    if (!hasActive) Object.assign(row, index === fresh.length - 1 ? { activates_at: now } : { activates_at: now, retires_at: now })
+    if ((statSync(join(options.dir, name)).mode & 0o077) !== 0) {
+      options.log?.warn({ kid: row.kid, file: name }, 'signing key file is readable by other users: chmod 600 it (or delete it: the key now lives in the database)')
+    }
+    try {
+      await insertSigningKey(options.db, row)
+    } catch (error) {
+      // Another instance imported the same file at the same moment.
+      if (isUniqueViolation(error)) continue
+      throw error
+    }
+    options.log?.info({ kid: row.kid, file: name, state: keyState(row, now, options.timing) }, 'signing key imported')
+  }
+  for (const row of rows) {
+    if (row.private_key !== null) continue
+    const file = files.find(({ key }) => key.kid === row.kid)
+    if (!file) throw new KeyFileError(`signing key ${row.kid} is registered with file ${row.file ?? '(none)'}, which is not in ${options.dir}`)
+    await storePrivateKey(options.db, row.kid, options.secretBox.seal(file.key.pem, sealedKeyBinding(row.kid)))
+  }
 }
 
 /**
- * Opens the key ring: registers new key files, then loads every key that is not gone. A key file that
- * is unreadable, malformed or weaker than RSA-2048 stops the start.
+ * With no key at all, generates one and makes it active. Two instances starting on an empty database at
+ * once both try: the unique index on open-ended keys admits one, and the other uses it.
+ */
+async function ensureFirstKey(options: KeyRingOptions): Promise<void> {
+  if ((await listSigningKeys(options.db)).length > 0) return
+  const pem = await (options.generateKey ?? generateRsaKey)()
+  const key = await parseSigningKey(pem, 'generated')
+  const now = epochSeconds(options.clock)
+  try {
+    await insertSigningKey(options.db, { kid: key.kid, private_key: options.secretBox.seal(pem, sealedKeyBinding(key.kid)), file: null, created_at: now, activates_at: now, retires_at: null, removed_at: null })
+    options.log?.info({ kid: key.kid }, 'signing key generated')
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error
+  }
+}
+
+/**
+ * Opens the key ring: imports key files, generates a first key if there is none, then loads every key
+ * that is not gone from the database. A key that does not open or is weaker than RSA-2048 stops the start.
  *
- * @example const keys = await openKeyRing({ dir: 'keys', db, clock, timing: keyTiming(config) })
+ * @example const keys = await openKeyRing({ db, secretBox, clock, timing: keyTiming(config), dir: 'keys' })
  */
 export async function openKeyRing(options: KeyRingOptions): Promise<KeyRing> {
-  await registerFiles(options, await listSigningKeys(options.db))
+  await importKeyFiles(options, await listSigningKeys(options.db))
+  await ensureFirstKey(options)
   let rows: SigningKeyRow[] = []
   const loaded = new Map<string, SigningKey>()
   let snapshot: { until: number; active: SigningKey | undefined; published: Map<string, SigningKey>; jwks: { keys: SigningKey['publicJwk'][] } } | undefined
@@ -115,11 +159,15 @@ export async function openKeyRing(options: KeyRingOptions): Promise<KeyRing> {
     const current = await listSigningKeys(options.db)
     for (const row of current) {
       if (loaded.has(row.kid) || keyState(row, now, options.timing) === 'gone') continue
-      const key = await readSigningKey(join(options.dir, row.file))
-      if (key.kid !== row.kid) throw new KeyFileError(`signing key file ${row.file} does not hold key ${row.kid}`)
-      if ((statSync(key.file).mode & 0o077) !== 0) {
-        options.log?.warn({ kid: row.kid, file: row.file }, 'signing key file is readable by other users: chmod 600 it')
+      if (row.private_key === null) throw new KeyFileError(`signing key ${row.kid} has no private key in the database; restart a server that has its file in the keys folder`)
+      let pem: string
+      try {
+        pem = options.secretBox.open(row.private_key, sealedKeyBinding(row.kid))
+      } catch {
+        throw new KeyFileError(`signing key ${row.kid} does not open with the configured data key (MINIGATE_DATA_KEYS or ${join(options.dir, 'data-encryption.key')})`)
       }
+      const key = await parseSigningKey(pem, row.kid)
+      if (key.kid !== row.kid) throw new KeyFileError(`the database holds another key under kid ${row.kid}`)
       loaded.set(row.kid, key)
     }
     rows = current

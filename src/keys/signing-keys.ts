@@ -1,9 +1,7 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
-import { readFileSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { calculateJwkThumbprint, type JWK } from 'jose'
-import type { Clock } from '../clock.js'
-import { ensurePrivateDir, writePrivateFile } from './files.js'
 
 /** An RSA signing key; `kid` is its RFC 7638 thumbprint. */
 export interface SigningKey {
@@ -12,8 +10,6 @@ export interface SigningKey {
   publicKey: KeyObject
   /** The public half as published in the JWKS. */
   publicJwk: JWK
-  file: string
-  createdAt: number
 }
 
 /** The signing keys: the one that signs, and every key verifiers may see in the JWKS. */
@@ -32,37 +28,46 @@ export class KeyFileError extends Error {
 
 export const MIN_RSA_BITS = 2048
 
-/** Reads one PEM private key file; a key that is unreadable, not RSA or too weak stops the start. */
-export async function readSigningKey(file: string): Promise<SigningKey> {
+/**
+ * Reads a PEM private key; one that is malformed, not RSA or too weak is refused with a message naming
+ * `source` (a file, or a key's kid).
+ */
+export async function parseSigningKey(pem: string | Buffer, source: string): Promise<SigningKey> {
   let privateKey: KeyObject
   try {
-    privateKey = createPrivateKey(readFileSync(file))
-  } catch (error) {
-    throw new KeyFileError(`signing key ${file} is unreadable or not a PEM private key (${(error as NodeJS.ErrnoException).code ?? 'malformed'})`)
+    privateKey = createPrivateKey(pem)
+  } catch {
+    throw new KeyFileError(`signing key ${source} is not a PEM private key`)
   }
   const details = privateKey.asymmetricKeyDetails
-  if (privateKey.asymmetricKeyType !== 'rsa') throw new KeyFileError(`signing key ${file} is not an RSA key`)
+  if (privateKey.asymmetricKeyType !== 'rsa') throw new KeyFileError(`signing key ${source} is not an RSA key`)
   if ((details?.modulusLength ?? 0) < MIN_RSA_BITS) {
-    throw new KeyFileError(`signing key ${file} has ${details?.modulusLength} bits; RS256 keys need at least ${MIN_RSA_BITS}`)
+    throw new KeyFileError(`signing key ${source} has ${details?.modulusLength} bits; RS256 keys need at least ${MIN_RSA_BITS}`)
   }
   const publicKey = createPublicKey(privateKey)
   const { kty, n, e } = publicKey.export({ format: 'jwk' })
   const kid = await calculateJwkThumbprint({ kty: kty as string, n: n as string, e: e as string }, 'sha256')
-  return {
-    kid,
-    privateKey,
-    publicKey,
-    publicJwk: { kty: kty as string, kid, use: 'sig', alg: 'RS256', n: n as string, e: e as string },
-    file,
-    createdAt: statSync(file).mtimeMs,
-  }
+  return { kid, privateKey, publicKey, publicJwk: { kty: kty as string, kid, use: 'sig', alg: 'RS256', n: n as string, e: e as string } }
 }
 
-/** Generates an RSA-2048 key into `dir` as a 0600 PKCS#8 PEM file and returns its path. */
-export function generateSigningKeyFile(dir: string, clock: Clock): string {
-  ensurePrivateDir(dir)
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: MIN_RSA_BITS })
-  const file = join(dir, `signing-${clock.now()}-${randomBytes(4).toString('hex')}.pem`)
-  writePrivateFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
-  return file
+/** Reads a PEM private key file (an operator's own key dropped into the keys folder). */
+export async function readSigningKeyFile(file: string): Promise<SigningKey & { pem: string }> {
+  let pem: string
+  try {
+    pem = readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new KeyFileError(`signing key ${file} is unreadable (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  return { ...(await parseSigningKey(pem, file)), pem }
+}
+
+/** Makes a new PKCS#8 PEM private key. */
+export type KeyGenerator = () => Promise<string>
+
+const generateRsa = promisify(generateKeyPair)
+
+/** A new RSA-2048 key, generated off the main thread. */
+export const generateRsaKey: KeyGenerator = async () => {
+  const { privateKey } = await generateRsa('rsa', { modulusLength: MIN_RSA_BITS, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
+  return privateKey
 }

@@ -20,17 +20,16 @@ const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_
  * WeChat at most once (a retry after an expired access_token is the same, unconsumed call).
  */
 async function phoneNumberOf(deps: AppDeps, appid: string, code: string): Promise<WeChatPhone> {
-  const spentKey = `phone:${appid}`
-  if (!deps.spentCodes.claim(spentKey, code)) throw new InvalidRequest('this phone code was already used; ask the user to tap the button again')
+  if (!(await deps.spentCodes.claim('phone', appid, code))) throw new InvalidRequest('this phone code was already used; ask the user to tap the button again')
   try {
     return await deps.wechatTokens.withAccessToken(appid, (accessToken) => deps.wechat.getPhoneNumber(appid, accessToken, code))
   } catch (error) {
     if (!(error instanceof WeChatError)) {
-      deps.spentCodes.release(spentKey, code)
+      await deps.spentCodes.release('phone', appid, code)
       throw error
     }
     // A failure of the access_token fetch means WeChat never saw the code.
-    if (error.api !== 'getuserphonenumber' || CODE_NOT_CONSUMED.has(error.failure)) deps.spentCodes.release(spentKey, code)
+    if (error.api !== 'getuserphonenumber' || CODE_NOT_CONSUMED.has(error.failure)) await deps.spentCodes.release('phone', appid, code)
     if (error.failure === 'invalid_code' || error.failure === 'code_used') throw new InvalidRequest('the phone code is invalid or expired')
     throw upstreamErrorFor(error)
   }

@@ -1,12 +1,10 @@
 import { epochSeconds } from '../clock.js'
 import type { Db } from '../db/connection.js'
-import { findRefreshToken } from '../db/refresh-tokens.js'
 import { isAccessTokenRevoked } from '../db/revoked-access-tokens.js'
-import type { LoginSession, RefreshToken, User } from '../db/schema.js'
+import type { LoginSession, User } from '../db/schema.js'
 import { findLoginSession } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
 import type { AccessTokenClaims, RefreshTokenClaims } from './claims.js'
-import { tokenHash } from './mint.js'
 import { TokenRejected, verifyAccessToken, verifyRefreshToken, type VerifyDeps } from './verify.js'
 
 export interface ActiveDeps extends VerifyDeps {
@@ -21,7 +19,6 @@ export interface ActiveAccessToken {
 
 export interface ActiveRefreshToken {
   claims: RefreshTokenClaims
-  row: RefreshToken
   session: LoginSession
   user: User
 }
@@ -48,12 +45,10 @@ export async function activeAccessToken(deps: ActiveDeps, token: string): Promis
   return { claims, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
 }
 
-/** A refresh token that verifies, whose row is unspent and unrevoked, and whose login is live. */
+/** A refresh token that verifies, of its login's current generation, whose login is live. */
 export async function activeRefreshToken(deps: ActiveDeps, token: string): Promise<ActiveRefreshToken> {
   const claims = await verifyRefreshToken(deps, token)
-  const row = await findRefreshToken(deps.db, claims.jti)
-  if (!row || row.token_hash !== tokenHash(token) || row.session_id !== claims.sid) throw new TokenRejected('the refresh token is unknown')
-  if (row.revoked_at !== null) throw new TokenRejected('the refresh token has been revoked')
-  if (row.spent_at !== null) throw new TokenRejected('the refresh token was already used')
-  return { claims, row, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
+  const live = await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))
+  if (claims.gen !== live.session.generation) throw new TokenRejected('the refresh token was already used')
+  return { claims, ...live }
 }

@@ -37,6 +37,8 @@ export interface RefreshTokenClaims {
   exp: number
   jti: string
   sid: string
+  /** The generation of its login the token belongs to. */
+  gen: number
 }
 
 /** Longest token minigate reads; a longer one is rejected before it is parsed. */

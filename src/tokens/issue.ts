@@ -1,8 +1,6 @@
-import type { Trx } from '../db/connection.js'
-import { insertRefreshToken } from '../db/refresh-tokens.js'
 import type { LoginSession, User } from '../db/schema.js'
 import { hasScope } from './claims.js'
-import { mintAccessToken, mintIdToken, mintRefreshToken, tokenHash, type MintDeps } from './mint.js'
+import { mintAccessToken, mintIdToken, mintRefreshToken, type MintDeps } from './mint.js'
 import { userClaims } from './user-claims.js'
 
 /** The RFC 6749 §5.1 token response. */
@@ -16,29 +14,20 @@ export interface TokenResponse {
 }
 
 /**
- * Mints the tokens of a login session and records the refresh token (its hash only) inside the caller's
- * transaction, so a token exists exactly when its row does. `parentJti` is the refresh token this
- * pair rotates from; `scope` may narrow the login's scope for the access token (RFC 6749 §6).
+ * Signs the tokens of a login: an access token for `scope` (which may narrow the login's, RFC 6749 §6),
+ * a refresh token of `generation`, and an ID token with `openid`. Called after the transaction that
+ * made the generation current has committed: no signing holds a transaction open, and the signatures
+ * run side by side on the thread pool.
  */
-export async function issueTokens(
-  trx: Trx,
-  deps: MintDeps,
-  session: LoginSession,
-  user: User,
-  parentJti: string | null,
-  scope = session.scope,
-): Promise<TokenResponse> {
+export async function issueTokens(deps: MintDeps, session: LoginSession, user: User, generation: number, scope = session.scope): Promise<TokenResponse> {
   const ids = { sub: user.id, clientId: session.client_id, sid: session.id }
-  const access = await mintAccessToken(deps, { ...ids, scope, loginEndsAt: session.expires_at })
-  const refresh = await mintRefreshToken(deps, { ...ids, loginEndsAt: session.expires_at })
-  await insertRefreshToken(trx, {
-    jti: refresh.jti,
-    session_id: session.id,
-    token_hash: tokenHash(refresh.token),
-    issued_at: refresh.iat,
-    expires_at: refresh.exp,
-    parent_jti: parentJti,
-  })
+  const [access, refresh, id] = await Promise.all([
+    mintAccessToken(deps, { ...ids, scope, loginEndsAt: session.expires_at }),
+    mintRefreshToken(deps, { ...ids, generation, loginEndsAt: session.expires_at }),
+    hasScope(scope, 'openid')
+      ? mintIdToken(deps, { sub: user.id, clientId: session.client_id, claims: { ...userClaims(user, scope), sid: session.id, auth_time: session.created_at } })
+      : undefined,
+  ])
   const response: TokenResponse = {
     access_token: access.token,
     token_type: 'Bearer',
@@ -46,9 +35,6 @@ export async function issueTokens(
     refresh_token: refresh.token,
     scope,
   }
-  if (hasScope(scope, 'openid')) {
-    const claims = { ...userClaims(user, scope), sid: session.id, auth_time: session.created_at }
-    response.id_token = (await mintIdToken(deps, { sub: user.id, clientId: session.client_id, claims })).token
-  }
+  if (id) response.id_token = id.token
   return response
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { SignJWT, type JWTPayload } from 'jose'
 import { epochSeconds, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
@@ -21,11 +21,6 @@ export interface Minted {
 /** A fresh 128-bit random identifier (jti, sid, user id). */
 export function randomId(): string {
   return randomBytes(16).toString('base64url')
-}
-
-/** SHA-256 of a token, the only form in which refresh tokens are stored. */
-export function tokenHash(token: string): string {
-  return createHash('sha256').update(token).digest('base64url')
 }
 
 async function sign(deps: MintDeps, typ: string, claims: JWTPayload, ttl: number): Promise<Minted> {
@@ -51,12 +46,13 @@ export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: 
 }
 
 /**
- * Mints a refresh token: only minigate accepts it (`aud` = the issuer). It lives `refreshTtl` (an
- * inactivity limit, renewed by each rotation) but never past its login's absolute end.
+ * Mints a refresh token: only minigate accepts it (`aud` = the issuer). `gen` is its login's generation:
+ * it refreshes while that is the login's current one. It lives `refreshTtl` (an inactivity limit,
+ * renewed by each rotation) but never past its login's absolute end.
  */
-export function mintRefreshToken(deps: MintDeps, input: { sub: string; clientId: string; sid: string; loginEndsAt: number }): Promise<Minted> {
+export function mintRefreshToken(deps: MintDeps, input: { sub: string; clientId: string; sid: string; generation: number; loginEndsAt: number }): Promise<Minted> {
   const ttl = Math.min(deps.config.refreshTtl, input.loginEndsAt - epochSeconds(deps.clock))
-  return sign(deps, TokenType.refresh, { sub: input.sub, aud: deps.config.issuer, client_id: input.clientId, sid: input.sid }, ttl)
+  return sign(deps, TokenType.refresh, { sub: input.sub, aud: deps.config.issuer, client_id: input.clientId, sid: input.sid, gen: input.generation }, ttl)
 }
 
 /** Mints an OpenID Connect ID token for the mini-program itself (`aud` = its appid). */

@@ -73,5 +73,6 @@ export async function verifyAccessToken(deps: VerifyDeps, token: string): Promis
 export async function verifyRefreshToken(deps: VerifyDeps, token: string): Promise<RefreshTokenClaims> {
   const payload = await verify(deps, token, TokenType.refresh, deps.config.issuer)
   stringClaims(payload, ['sub', 'jti', 'client_id', 'sid'])
+  if (!Number.isSafeInteger(payload.gen) || (payload.gen as number) < 0) throw new TokenRejected('the token gen claim is missing')
   return payload as unknown as RefreshTokenClaims
 }

@@ -1,5 +1,3 @@
-import { statSync } from 'node:fs'
-import { join } from 'node:path'
 import { decodeProtectedHeader } from 'jose'
 import t, { type Test } from 'tap'
 import { keysHelp } from '../../src/cli/keys.js'
@@ -11,7 +9,7 @@ import { cli } from '../helpers/cli.js'
 interface KeyJson {
   kid: string
   state: string
-  file: string
+  file: string | null
   created_at: number
   activates_at: number | null
   retires_at: number | null
@@ -28,7 +26,7 @@ async function stateOf(t: Test, app: TestApp, kid: string): Promise<string | und
   return (await listJson(t, app)).find((key) => key.kid === kid)?.state
 }
 
-/** `keys add --json`; the clock first moves one second (a key file is named after its millisecond). */
+/** `keys add --json`; the clock first moves one second, so keys are ordered by creation. */
 async function addKey(t: Test, app: TestApp): Promise<KeyJson> {
   app.clock.advance(1)
   const out = await cli(app, 'keys', 'add', '--json')
@@ -56,7 +54,7 @@ t.test('keys list: text and --json', async (t) => {
   const created = now(app)
   const [only, ...others] = await listJson(t, app)
   t.same(others, [])
-  t.match(only?.file, /^[^/]+\.pem$/, 'the file name inside the keys folder')
+  t.equal(only?.file, null, 'a generated key has no file: it lives sealed in the database')
   t.same({ ...only, file: undefined }, { kid, state: 'active', file: undefined, created_at: created, activates_at: created, retires_at: null, safe_to_drop_at: null })
 
   const next = await addKey(t, app)
@@ -90,8 +88,9 @@ t.test('keys add: a next key, published by the running server after a reload, no
 
   const added = await addKey(t, app)
   t.match(added, { state: 'next', created_at: now(app), activates_at: null, retires_at: null, safe_to_drop_at: now(app) })
-  t.equal(statSync(join(app.config.keysDir, added.file)).mode & 0o777, 0o600, 'the new key file is 0600')
-  t.equal(statSync(app.config.keysDir).mode & 0o777, 0o700, 'the keys folder stays 0700')
+  t.equal(added.file, null, 'no key file is written')
+  const sealed = await app.deps.db.selectFrom('signing_keys').select('private_key').where('kid', '=', added.kid).executeTakeFirstOrThrow()
+  t.match(sealed.private_key, /^v2\./, 'the new key is sealed in the database')
 
   t.same(await jwksKids(app), [oldKid], 'the running server has not reloaded yet')
   await app.deps.keys.reload()
@@ -394,6 +393,6 @@ t.test('keys activate is refused while a rotation is scheduled', async (t) => {
   const other = await addKey(t, app)
   const refused = await cli(app, 'keys', 'activate', other.kid, '--force')
   t.equal(refused.code, 1)
-  t.match(refused.stderr, new RegExp(`rotation is scheduled: key ${rotation.added.kid}`))
+  t.match(refused.stderr, new RegExp(`rotation is already scheduled: key ${rotation.added.kid}`))
   t.equal(await stateOf(t, app, other.kid), 'next', 'nothing changed')
 })

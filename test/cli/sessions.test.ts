@@ -86,7 +86,7 @@ t.test('sessions list: an expired login, and a user with none', async (t) => {
   t.match(text.stdout, `${sidOf(login.access_token)}  ${app.config.apps[0]?.appid}  expired  created`)
 
   app.clock.advance(1)
-  t.same(await purgeExpired(app.deps), { refreshTokens: 1, sessions: 1, revocations: 0 }, 'the purge deletes the ended login')
+  t.match(await purgeExpired(app.deps), { sessions: 1, revocations: 0 }, 'the purge deletes the ended login')
   t.same(await list(app, 'oExpiring'), [], 'the user remains, with no login')
   const none = await cli(app, 'sessions', 'list', 'oExpiring')
   t.equal(none.code, 0)

@@ -33,7 +33,7 @@ t.test('migrateToLatest creates the schema and is idempotent', async (t) => {
   const tables = async () =>
     (await sql<{ name: string }>`select name from sqlite_master where type = 'table' and name not like 'kysely_%' and name not like 'sqlite_%' order by name`.execute(db)).rows.map((row) => row.name)
   const before = await tables()
-  for (const table of ['login_sessions', 'refresh_tokens', 'users', 'wechat_identities']) t.ok(before.includes(table), `table ${table}`)
+  for (const table of ['login_sessions', 'signing_keys', 'spent_codes', 'users', 'wechat_identities']) t.ok(before.includes(table), `table ${table}`)
 
   await db.insertInto('users').values({ id: 'u1', unionid: null, created_at: 1, updated_at: 1 }).execute()
   const second = await migrateToLatest(db)

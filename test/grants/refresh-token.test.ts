@@ -1,5 +1,6 @@
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
+import { mintRefreshToken } from '../../src/tokens/mint.js'
 import { startTestApp, type TestApp } from '../helpers/app.js'
 import { oauthError } from '../helpers/assert.js'
 
@@ -36,17 +37,14 @@ function sidOf(token: string): string {
   return decodeJwt(token).sid as string
 }
 
-function jtiOf(token: string): string {
-  return decodeJwt(token).jti as string
+function genOf(token: string): number {
+  return decodeJwt(token).gen as number
 }
 
 async function sessionRow(app: TestApp, sid: string) {
   return app.deps.db.selectFrom('login_sessions').selectAll().where('id', '=', sid).executeTakeFirstOrThrow()
 }
 
-async function familyRows(app: TestApp, sid: string) {
-  return app.deps.db.selectFrom('refresh_tokens').selectAll().where('session_id', '=', sid).execute()
-}
 
 t.test('rotation: a chain of 10 refreshes, each token works once, same sid, new tokens each time', async (t) => {
   const app = await startTestApp(t)
@@ -72,11 +70,13 @@ t.test('rotation: a chain of 10 refreshes, each token works once, same sid, new 
     t.equal((await userinfo(app, next.access_token)).status, 200, `refresh ${i + 1}: the new access token works`)
     current = next
   }
-  const rows = await familyRows(app, sid)
-  t.equal(rows.length, 11, 'one row per refresh token of the family')
-  t.equal(rows.filter((row) => row.spent_at === null).length, 1, 'only the newest is unspent')
-  t.equal(rows.find((row) => row.spent_at === null)?.jti, jtiOf(current.refresh_token))
-  t.equal((await sessionRow(app, sid)).revoked_at, null, 'the login is live after a clean chain')
+  const session = await sessionRow(app, sid)
+  t.equal(session.generation, 10, 'each rotation moved the login one generation on')
+  t.equal(genOf(current.refresh_token), 10, 'the newest refresh token carries the current generation')
+  t.equal(genOf(login.refresh_token), 0)
+  t.equal(session.revoked_at, null, 'the login is live after a clean chain')
+  const rows = await app.deps.db.selectFrom('login_sessions').select('id').execute()
+  t.equal(rows.length, 1, 'one row for the whole login, however many rotations')
 })
 
 t.test('the scope of the login is kept; it can be narrowed, never widened', async (t) => {
@@ -122,9 +122,6 @@ t.test('reuse of a spent refresh token revokes the whole family', async (t) => {
   const session = await sessionRow(app, sid)
   t.type(session.revoked_at, 'number', 'the login is revoked')
   t.equal(session.revoked_reason, 'refresh_token_reuse')
-  const rows = await familyRows(app, sid)
-  t.equal(rows.length, 3)
-  t.ok(rows.every((row) => row.revoked_at !== null), 'every refresh token of the family is revoked')
 
   const info = await userinfo(app, c.access_token)
   t.equal(info.status, 401, 'the access token of C is refused at /userinfo')
@@ -156,9 +153,7 @@ t.test('20 parallel refreshes of one token: exactly one wins, the rest are reuse
   const session = await sessionRow(app, sid)
   t.type(session.revoked_at, 'number', 'the losers count as reuse: the login is revoked')
   t.equal(session.revoked_reason, 'refresh_token_reuse')
-  const rows = await familyRows(app, sid)
-  t.equal(rows.length, 2, 'the presented token and the single new one')
-  t.ok(rows.every((row) => row.revoked_at !== null), 'no refresh token of the family is left unrevoked')
+  t.equal(session.generation, 1, 'one rotation happened')
   const winner = winners[0]?.body as Body
   await oauthError(t, await refresh(app, winner.refresh_token), 400, 'invalid_grant')
   await oauthError(t, await refresh(app, login.refresh_token), 400, 'invalid_grant')
@@ -302,8 +297,9 @@ t.test('a refresh for a disabled user is refused', async (t) => {
   const sub = decodeJwt(login.access_token).sub as string
   await app.deps.db.updateTable('users').set({ disabled_at: Math.floor(app.clock.now() / 1000) }).where('id', '=', sub).execute()
   await oauthError(t, await refresh(app, login.refresh_token), 400, 'invalid_grant')
-  const row = await app.deps.db.selectFrom('refresh_tokens').selectAll().where('jti', '=', jtiOf(login.refresh_token)).executeTakeFirstOrThrow()
-  t.equal(row.spent_at, null, 'the refused refresh spent nothing')
+  const session = await sessionRow(app, sidOf(login.access_token))
+  t.equal(session.generation, 0, 'the refused refresh spent nothing')
+  t.equal(session.revoked_at, null, 'nor ended the login (the ban did, if it was made with the CLI)')
 })
 
 t.test('a replay of a spent token is reuse even when it asks for a wider scope', async (t) => {
@@ -317,19 +313,74 @@ t.test('a replay of a spent token is reuse even when it asks for a wider scope',
   t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse', 'the replay revoked the login')
 })
 
-t.test('a grace replay supersedes the lost pair: the family keeps one live refresh token', async (t) => {
+t.test('grace window: tokens minted inside it share the current generation, so either one keeps the login', async (t) => {
   const app = await startTestApp(t, { MINIGATE_REFRESH_GRACE_SECONDS: '30' })
-  const a = await app.login({ openid: 'oGraceSplit' })
+  const a = await app.login({ openid: 'oGraceSiblings' })
   const sid = sidOf(a.access_token)
   const b = await refreshed(t, await refresh(app, a.refresh_token))
   app.clock.advance(5)
   const b2 = await refreshed(t, await refresh(app, a.refresh_token))
-  const live = await app.deps.db.selectFrom('refresh_tokens').select('jti').where('session_id', '=', sid).where('spent_at', 'is', null).where('revoked_at', 'is', null).execute()
-  t.equal(live.length, 1, 'only the replacement pair is live')
-  // Whoever holds the superseded token B is not the phone that asked again: presenting it is reuse.
+  t.equal(genOf(b.refresh_token), 1)
+  t.equal(genOf(b2.refresh_token), 1, 'the grace replay gets the current generation, not a new one')
+  // The phone kept B after all (the response it thought lost arrived): B refreshes.
+  const c = await refreshed(t, await refresh(app, b.refresh_token))
+  t.equal(genOf(c.refresh_token), 2)
+  t.equal((await sessionRow(app, sid)).revoked_at, null)
+  // B2 is now the generation just rotated away: within the new window it is one more grace replay...
+  const c2 = await refreshed(t, await refresh(app, b2.refresh_token))
+  t.equal(genOf(c2.refresh_token), 2)
+  // ...and after the window, reuse.
+  app.clock.advance(31)
   await oauthError(t, await refresh(app, b.refresh_token), 400, 'invalid_grant')
-  t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse', 'the superseded token revokes the login')
-  await oauthError(t, await refresh(app, b2.refresh_token), 400, 'invalid_grant')
+  t.equal((await sessionRow(app, sid)).revoked_reason, 'refresh_token_reuse')
+})
+
+t.test('grace window: N parallel refreshes (up to the reuse count) all succeed, and whichever the client keeps refreshes', async (t) => {
+  const app = await startTestApp(t, { MINIGATE_REFRESH_GRACE_SECONDS: '30', MINIGATE_REFRESH_GRACE_REUSES: '5' })
+  for (let kept = 0; kept < 6; kept++) {
+    const login = await app.login({ openid: `oGraceParallel${kept}` })
+    const sid = sidOf(login.access_token)
+    const responses = await Promise.all(Array.from({ length: 6 }, () => refresh(app, login.refresh_token)))
+    const bodies = await Promise.all(responses.map((response) => refreshed(t, response)))
+    t.same(new Set(bodies.map((body) => genOf(body.refresh_token))), new Set([1]), `round ${kept}: every response is of the current generation`)
+    // The client keeps whichever response arrived last: here, the kept-th.
+    const next = await refreshed(t, await refresh(app, (bodies[kept] as Body).refresh_token))
+    t.equal(genOf(next.refresh_token), 2, `round ${kept}: the kept token refreshes`)
+    t.equal((await userinfo(app, next.access_token)).status, 200)
+    t.equal((await sessionRow(app, sid)).revoked_at, null, `round ${kept}: the login lives on`)
+  }
+  // One more than the reuse count in parallel: one rotation, five grace replays, one reuse.
+  const login = await app.login({ openid: 'oGraceOverflow' })
+  const responses = await Promise.all(Array.from({ length: 7 }, () => refresh(app, login.refresh_token)))
+  t.same(responses.map((response) => response.status).sort(), [200, 200, 200, 200, 200, 200, 400])
+  t.equal((await sessionRow(app, sidOf(login.access_token))).revoked_reason, 'refresh_token_reuse')
+})
+
+t.test('a refresh token of a generation the login never reached is refused without ending the login', async (t) => {
+  const app = await startTestApp(t)
+  const login = await app.login({ openid: 'oFutureGen' })
+  const claims = decodeJwt(login.refresh_token)
+  const session = await sessionRow(app, claims.sid as string)
+  // As after a restore from an older backup: the token is genuine, the database is behind it.
+  const ahead = await mintRefreshToken(app.deps, { sub: claims.sub as string, clientId: DEV_APPID, sid: session.id, generation: 5, loginEndsAt: session.expires_at })
+  await oauthError(t, await refresh(app, ahead.token), 400, 'invalid_grant')
+  t.equal((await sessionRow(app, session.id)).revoked_at, null, 'not treated as reuse')
+  await refreshed(t, await refresh(app, login.refresh_token))
+})
+
+t.test('replays of dead refresh tokens never cost the live login its refreshes (rate limits)', async (t) => {
+  const app = await startTestApp(t, { MINIGATE_RATE_LIMITS: 'ip=1000,client=1000,user=3' })
+  const old = await app.login({ openid: 'oBudget' })
+  const logout = await fetch(`${app.url}/logout`, { method: 'POST', headers: { authorization: `Bearer ${old.access_token}` } })
+  t.equal(logout.status, 204)
+  const live = await app.login({ openid: 'oBudget' })
+  t.equal(decodeJwt(live.access_token).sub, decodeJwt(old.access_token).sub, 'one user, two logins')
+  for (let i = 0; i < 10; i++) await oauthError(t, await refresh(app, old.refresh_token), 400, 'invalid_grant')
+  let current: Body = live
+  for (let i = 0; i < 3; i++) current = await refreshed(t, await refresh(app, current.refresh_token))
+  await oauthError(t, await refresh(app, current.refresh_token), 429, 'too_many_requests')
+  app.clock.advance(20)
+  await refreshed(t, await refresh(app, current.refresh_token))
 })
 
 t.test('an access token never outlives its login', async (t) => {

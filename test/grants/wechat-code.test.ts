@@ -14,13 +14,12 @@ interface Counts {
   users: number
   wechat_identities: number
   login_sessions: number
-  refresh_tokens: number
 }
 
 /** rowCounts, typed: the rows of each login table. */
 async function counts(app: TestApp): Promise<Counts> {
   const rows = await rowCounts(app.deps)
-  return { users: rows.users ?? NaN, wechat_identities: rows.wechat_identities ?? NaN, login_sessions: rows.login_sessions ?? NaN, refresh_tokens: rows.refresh_tokens ?? NaN }
+  return { users: rows.users ?? NaN, wechat_identities: rows.wechat_identities ?? NaN, login_sessions: rows.login_sessions ?? NaN }
 }
 
 /** A 5xx body must not show how minigate works inside. */
@@ -96,11 +95,13 @@ t.test('login on the development app', async (t) => {
     t.type(refresh.jti, 'string')
     t.not(refresh.jti, access.jti)
 
-    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 1, refresh_tokens: 1 })
-    const stored = await app.deps.db.selectFrom('refresh_tokens').selectAll().executeTakeFirstOrThrow()
-    t.equal(stored.jti, refresh.jti)
-    t.equal(stored.session_id, access.sid)
-    t.not(stored.token_hash, body.refresh_token, 'the refresh token is not stored in the clear')
+    t.equal(refresh.gen, 0, 'the first generation of the login')
+    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 1 })
+    const stored = await app.deps.db.selectFrom('login_sessions').selectAll().executeTakeFirstOrThrow()
+    t.equal(stored.id, access.sid)
+    t.equal(stored.generation, 0)
+    const everything = JSON.stringify(await Promise.all(['users', 'wechat_identities', 'login_sessions', 'audit_events'].map((table) => app.deps.db.selectFrom(table as 'users').selectAll().execute())))
+    t.notOk(everything.includes(body.refresh_token.split('.')[2]), 'no refresh token is stored')
   })
 
   t.test('scope openid adds an ID token for the mini-program', async (t) => {
@@ -277,7 +278,6 @@ t.test('a code is sent to WeChat at most once', async (t) => {
       users: before.users + 1,
       wechat_identities: before.wechat_identities + 1,
       login_sessions: before.login_sessions + 1,
-      refresh_tokens: before.refresh_tokens + 1,
     }, 'one login written')
   })
   t.end()
@@ -296,7 +296,7 @@ async function faultyLogin(t: Test, app: TestApp, c: { mode: string; status: num
   noInternals(t, text)
   t.notOk(text.includes(code), 'the code is not echoed')
   t.equal(app.simulator.calls.jscode2session, calls + 1, 'one upstream call')
-  t.same(await rowCounts(app.deps), { users: 0, wechat_identities: 0, login_sessions: 0, refresh_tokens: 0 }, `${c.mode}: nothing written`)
+  t.same(await rowCounts(app.deps), { users: 0, wechat_identities: 0, login_sessions: 0}, `${c.mode}: nothing written`)
   return code
 }
 
@@ -320,7 +320,7 @@ t.test('WeChat trouble is a 502/503, writes nothing, and leaves the code usable'
       t.type(body.access_token, 'string', `${cases[i]?.mode}: the same code works on retry`)
       t.equal(app.simulator.calls.jscode2session, calls + 1)
     }
-    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 4, refresh_tokens: 4 })
+    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 4})
   })
 
   t.test('timeout', async (t) => {
@@ -328,7 +328,7 @@ t.test('WeChat trouble is a 502/503, writes nothing, and leaves the code usable'
     const code = await faultyLogin(t, app, { mode: 'timeout', status: 503, error: 'temporarily_unavailable', retryAfter: true })
     t.notOk(app.logs.some((line) => line.includes(DEV_SECRET) || line.includes(code)), 'no AppSecret or code logged')
     await tokens(t, await exchange(app, code))
-    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 1, refresh_tokens: 1 })
+    t.same(await rowCounts(app.deps), { users: 1, wechat_identities: 1, login_sessions: 1})
   })
   t.end()
 })
@@ -420,13 +420,13 @@ t.test('a disabled user is refused and no login is recorded', async (t) => {
   const sub = subOf(await app.login({ openid: 'oDisabled' }))
   await app.deps.db.updateTable('users').set({ disabled_at: Math.floor(app.clock.now() / 1000) }).where('id', '=', sub).execute()
   const before = await rowCounts(app.deps)
-  t.same(before, { users: 1, wechat_identities: 1, login_sessions: 1, refresh_tokens: 1 })
+  t.same(before, { users: 1, wechat_identities: 1, login_sessions: 1})
 
   const code = await app.wxLogin({ openid: 'oDisabled' })
   const response = await exchange(app, code)
   const body = await oauthError(t, response, 403, 'access_denied')
   t.notOk(JSON.stringify(body).includes(sub), 'the sub is not echoed')
-  t.same(await rowCounts(app.deps), before, 'no new login_sessions or refresh_tokens row')
+  t.same(await rowCounts(app.deps), before, 'no new login_sessions row')
   const refused = await app.deps.db.selectFrom('audit_events').selectAll().where('event', '=', 'login_refused_user_disabled').execute()
   t.same(refused.map((event) => event.sub), [sub], 'the refused login is audited')
 

@@ -6,10 +6,13 @@ import type { Test } from 'tap'
 import { createApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { buildDeps, closeDeps, type AppDeps } from '../../src/deps.js'
+import { keyTiming } from '../../src/keys/key-ring.js'
+import type { KeyAdmin } from '../../src/keys/rotation.js'
 import { createLogger } from '../../src/log.js'
 import type { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { TestClock } from './clock.js'
-import { seedKeysDir } from './keys.js'
+import { createFreshDatabase } from './database.js'
+import { fixtureKeyGenerator } from './keys.js'
 
 export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
 
@@ -40,16 +43,16 @@ export interface TestApp {
  */
 export async function startTestApp(t: Test, env: Record<string, string> = {}, clock = new TestClock()): Promise<TestApp> {
   const dir = t.testdir()
-  // A committed fixture key instead of a fresh RSA key per app: key generation is tested on its own.
-  if (env.MINIGATE_KEYS_DIR === undefined) seedKeysDir(join(dir, 'keys'))
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
   const url = `http://127.0.0.1:${port}`
+  const database = await createFreshDatabase(dir)
   const config = loadConfig({
     PORT: String(port),
     MINIGATE_ISSUER: url,
-    MINIGATE_DB: join(dir, 'db', 'minigate.sqlite'),
+    MINIGATE_DB: database.location,
+    MINIGATE_DB_POOL_SIZE: '4',
     MINIGATE_KEYS_DIR: join(dir, 'keys'),
     WECHAT_API_BASE: `${url}/_dev/wechat`,
     // Tests of other features send hundreds of requests from one address without moving the clock;
@@ -65,7 +68,8 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
     },
   })
   const log = createLogger({ level: 'debug', destination })
-  const deps = await buildDeps(config, { clock, log })
+  // Committed fixture keys instead of fresh RSA keys (130 ms each): key generation is tested on its own.
+  const deps = await buildDeps(config, { clock, log, generateKey: fixtureKeyGenerator() })
   server.on('request', createApp(deps).callback())
 
   const post = (path: string, body: string, contentType: string, headers: Record<string, string> = {}) =>
@@ -104,14 +108,22 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
       await closeDeps(deps)
     },
   }
-  t.teardown(() => app.close())
+  t.teardown(async () => {
+    await app.close()
+    await database.drop()
+  })
   return app
+}
+
+/** The key operations (what the CLI does) on a test app's database, with fixture keys. */
+export function keyAdminOf(app: TestApp, generateKey = fixtureKeyGenerator(5)): KeyAdmin {
+  return { db: app.deps.db, secretBox: app.deps.secretBox, clock: app.clock, timing: keyTiming(app.config), generateKey }
 }
 
 /** Counts the rows of every table, to prove a failed request wrote nothing. */
 export async function rowCounts(deps: AppDeps): Promise<Record<string, number>> {
   const counts: Record<string, number> = {}
-  for (const table of ['users', 'wechat_identities', 'login_sessions', 'refresh_tokens'] as const) {
+  for (const table of ['users', 'wechat_identities', 'login_sessions'] as const) {
     const row = await deps.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
     counts[table] = Number(row.n)
   }

@@ -3,9 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Clock } from '../../src/clock.js'
 import { defaults } from '../../src/config.js'
-import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
+import type { Test } from 'tap'
+import type { Db } from '../../src/db/connection.js'
+import { loadSecretBox, type SecretBox } from '../../src/keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from '../../src/keys/key-ring.js'
 import { TestClock } from './clock.js'
+import { openTestDatabase } from './database.js'
 
 export const testTiming = keyTiming(defaults)
 
@@ -16,6 +19,19 @@ const FIXTURE_KEYS = 12
 export function fixtureKeyPem(index: number): string {
   if (index < 0 || index >= FIXTURE_KEYS) throw new Error(`there are ${FIXTURE_KEYS} fixture keys`)
   return readFileSync(new URL(`../../../test/fixtures/keys/key-${String(index + 1).padStart(2, '0')}.pem`, import.meta.url), 'utf8')
+}
+
+/**
+ * A key generator for one app that hands out fixture keys `first`, `first + 1`, ...: a rotation test gets
+ * distinct keys without paying for RSA generation.
+ */
+export function fixtureKeyGenerator(first = 0): () => Promise<string> {
+  let next = first
+  return async () => {
+    const pem = fixtureKeyPem(next)
+    next = (next + 1) % FIXTURE_KEYS
+    return pem
+  }
 }
 
 /** Puts fixture key `index` into `dir` (0700, the file 0600), as if minigate had generated it there. */
@@ -39,9 +55,9 @@ export function sharedKeysDir(): string {
   return shared
 }
 
-/** A key ring on `dir` (generating a key if it has none) with its schedule in a fresh in-memory database. */
-export async function openTestKeyRing(dir: string, clock: Clock = new TestClock()): Promise<{ keys: KeyRing; db: Db }> {
-  const db = openDatabase(':memory:')
-  await migrateToLatest(db)
-  return { keys: await openKeyRing({ dir, db, clock, timing: testTiming }), db }
+/** A key ring on a fresh database (see openTestDatabase) and a data key in `dir`, with fixture keys. */
+export async function openTestKeyRing(t: Test, dir: string, clock: Clock = new TestClock()): Promise<{ keys: KeyRing; db: Db; secretBox: SecretBox }> {
+  const db = await openTestDatabase(t)
+  const secretBox = loadSecretBox({ dir })
+  return { keys: await openKeyRing({ dir, db, secretBox, clock, timing: testTiming, generateKey: fixtureKeyGenerator() }), db, secretBox }
 }

@@ -1,55 +1,66 @@
-import { generateKeyPairSync } from 'node:crypto'
-import { mkdirSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { createPrivateKey } from 'node:crypto'
+import { chmodSync, mkdirSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { defaults } from '../../src/config.js'
-import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
+import type { Db } from '../../src/db/connection.js'
 import type { SigningKeyRow } from '../../src/db/schema.js'
 import { listSigningKeys, scheduleSigningKey } from '../../src/db/signing-keys.js'
+import { loadSecretBox, type SecretBox } from '../../src/keys/data-key.js'
 import { CLOCK_SKEW_SECONDS, KEY_RELOAD_SECONDS, keyState, keyTiming, openKeyRing, safeToDropAt, type KeyRing, type KeyTiming } from '../../src/keys/key-ring.js'
 import { activateKey, addKey, retireKey, rotateKeys, type KeyAdmin } from '../../src/keys/rotation.js'
-import { KeyFileError, readSigningKey } from '../../src/keys/signing-keys.js'
+import { KeyFileError, parseSigningKey } from '../../src/keys/signing-keys.js'
+import { createLogger } from '../../src/log.js'
 import { TestClock } from '../helpers/clock.js'
+import { openTestDatabase } from '../helpers/database.js'
+import { fixtureKeyGenerator, fixtureKeyPem } from '../helpers/keys.js'
 
-// RSA key generation is the slow part: three PEMs made once, copied into each test's keys folder.
-const PEMS = Array.from({ length: 3 }, () => generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
-const pem = (index: number) => PEMS[index] as string
+const pem = (index: number) => fixtureKeyPem(index)
 
-function writeKey(dir: string, name: string, index: number, mtimeSeconds?: number): string {
+function writeKey(dir: string, name: string, index: number, mtimeSeconds?: number, mode = 0o600): string {
   mkdirSync(dir, { recursive: true })
   const file = join(dir, name)
-  writeFileSync(file, pem(index), { mode: 0o600 })
+  writeFileSync(file, pem(index), { mode })
   if (mtimeSeconds !== undefined) utimesSync(file, mtimeSeconds, mtimeSeconds)
   return file
 }
 
-const kidOfPem = async (dir: string, name: string) => (await readSigningKey(join(dir, name))).kid
+const kidOf = async (index: number) => (await parseSigningKey(pem(index), 'fixture')).kid
 const epoch = (clock: TestClock) => Math.floor(clock.now() / 1000)
 const timing = keyTiming(defaults)
 
 interface Fixture {
   dir: string
   db: Db
+  secretBox: SecretBox
   clock: TestClock
   admin: KeyAdmin
-  open: () => Promise<KeyRing>
+  open: (log?: ReturnType<typeof createLogger>) => Promise<KeyRing>
 }
 
-/** A keys folder and a migrated database in the test's directory, closed with the test. */
+/** A keys folder (data key only) and a fresh migrated database, closed with the test; keys come from fixtures. */
 async function fixture(t: Test): Promise<Fixture> {
-  const root = t.testdir()
-  const dir = join(root, 'keys')
+  const dir = join(t.testdir(), 'keys')
   mkdirSync(dir, { recursive: true })
-  const db = openDatabase(join(root, 'db', 'minigate.sqlite'))
-  t.teardown(() => db.destroy())
-  await migrateToLatest(db)
+  const db = await openTestDatabase(t)
+  const secretBox = loadSecretBox({ dir })
   const clock = new TestClock()
-  return { dir, db, clock, admin: { dir, db, clock, timing }, open: () => openKeyRing({ dir, db, clock, timing }) }
+  const generateKey = fixtureKeyGenerator(6)
+  return {
+    dir,
+    db,
+    secretBox,
+    clock,
+    admin: { db, secretBox, clock, timing, generateKey },
+    open: (log) => openKeyRing({ dir, db, secretBox, clock, timing, generateKey, ...(log ? { log } : {}) }),
+  }
 }
 
+/** Each key's state, by its file name (imported keys) or its kid (generated ones). */
 async function states(f: Fixture): Promise<Record<string, string>> {
   const now = epoch(f.clock)
-  return Object.fromEntries((await listSigningKeys(f.db)).map((row) => [row.file, keyState(row, now, timing)]))
+  return Object.fromEntries((await listSigningKeys(f.db)).map((row) => [row.file ?? row.kid, keyState(row, now, timing)]))
 }
 
 t.test('keyTiming: publish after the JWKS cache time, drop after the longest token life', async (t) => {
@@ -62,7 +73,7 @@ t.test('keyTiming: publish after the JWKS cache time, drop after the longest tok
 
 t.test('keyState and safeToDropAt at the exact seconds of each boundary', async (t) => {
   const timing: KeyTiming = { publishDelay: 100, dropDelay: 1000 }
-  const row = (times: Partial<SigningKeyRow>): SigningKeyRow => ({ kid: 'k', file: 'k.pem', created_at: 0, activates_at: null, retires_at: null, removed_at: null, ...times })
+  const row = (times: Partial<SigningKeyRow>): SigningKeyRow => ({ kid: 'k', private_key: null, file: 'k.pem', created_at: 0, activates_at: null, retires_at: null, removed_at: null, ...times })
 
   const never = row({})
   t.equal(keyState(never, 0, timing), 'next', 'a key with no activation is next')
@@ -95,24 +106,45 @@ t.test('keyState and safeToDropAt at the exact seconds of each boundary', async 
   t.equal(keyState(removedActive, 20, timing), 'gone')
 })
 
-t.test('a fresh keys folder: one key is generated, active, 0600 in a 0700 folder', async (t) => {
+t.test('a fresh start: one key is generated into the database, sealed; the keys folder holds the data key only', async (t) => {
   const f = await fixture(t)
   const keys = await f.open()
-  const files = readdirSync(f.dir).filter((name) => name.endsWith('.pem'))
-  t.equal(files.length, 1, 'one key generated')
-  const file = join(f.dir, files[0] as string)
-  t.equal(statSync(file).mode & 0o777, 0o600, 'the key file is 0600')
+  t.same(readdirSync(f.dir), ['data-encryption.key'], 'no key file is written')
+  t.equal(statSync(join(f.dir, 'data-encryption.key')).mode & 0o777, 0o600, 'the data key is 0600')
   t.equal(statSync(f.dir).mode & 0o777, 0o700, 'the keys folder is 0700')
-  t.same(await states(f), { [files[0] as string]: 'active' })
-  t.equal(keys.active().kid, await kidOfPem(f.dir, files[0] as string))
-  t.same(keys.jwks().keys.map((key) => key.kid), [keys.active().kid])
   const [row] = await listSigningKeys(f.db)
-  t.match(row, { created_at: epoch(f.clock), activates_at: epoch(f.clock), retires_at: null, removed_at: null })
+  t.match(row, { kid: keys.active().kid, file: null, created_at: epoch(f.clock), activates_at: epoch(f.clock), retires_at: null, removed_at: null })
+  t.match(row?.private_key, /^v2\./, 'the private key is sealed')
+  t.notMatch(row?.private_key, /PRIVATE KEY/, 'not stored in the clear')
+  t.throws(() => createPrivateKey(row?.private_key as string), 'not a readable key')
+  t.same(keys.jwks().keys.map((key) => key.kid), [keys.active().kid])
   t.equal(keys.secondsUntilChange(), Number.POSITIVE_INFINITY, 'nothing is scheduled')
 
   const again = await f.open()
-  t.equal(readdirSync(f.dir).filter((name) => name.endsWith('.pem')).length, 1, 'a second start generates nothing')
+  t.equal((await listSigningKeys(f.db)).length, 1, 'a second start generates nothing')
   t.equal(again.active().kid, keys.active().kid)
+})
+
+t.test('two instances starting on one empty database at once agree on one signing key', async (t) => {
+  const f = await fixture(t)
+  const [one, two] = await Promise.all([
+    openKeyRing({ dir: f.dir, db: f.db, secretBox: f.secretBox, clock: f.clock, timing, generateKey: fixtureKeyGenerator(1) }),
+    openKeyRing({ dir: f.dir, db: f.db, secretBox: f.secretBox, clock: f.clock, timing, generateKey: fixtureKeyGenerator(2) }),
+  ])
+  t.equal(one.active().kid, two.active().kid, 'both sign with the same key')
+  const rows = await listSigningKeys(f.db)
+  t.equal(rows.filter((row) => keyState(row, epoch(f.clock), timing) === 'active').length, 1, 'exactly one key is active')
+})
+
+t.test('the database itself refuses a second open-ended key', async (t) => {
+  const f = await fixture(t)
+  const keys = await f.open()
+  const now = epoch(f.clock)
+  const second = { kid: 'second', private_key: null, file: null, created_at: now, activates_at: now + 10, retires_at: null, removed_at: null }
+  await t.rejects(f.db.insertInto('signing_keys').values(second).execute(), 'a second key scheduled to sign with no end is refused')
+  await f.db.insertInto('signing_keys').values({ ...second, activates_at: null }).execute()
+  t.pass('a next key (not scheduled) is fine')
+  t.equal(keys.active().kid, (await listSigningKeys(f.db))[0]?.kid)
 })
 
 t.test('a keys folder of several files with no schedule: the newest signs, the others are retired', async (t) => {
@@ -123,9 +155,9 @@ t.test('a keys folder of several files with no schedule: the newest signs, the o
   writeKey(f.dir, 'b.pem', 2, 3_000)
   const keys = await f.open()
   t.same(await states(f), { 'a.pem': 'retired', 'b.pem': 'active', 'c.pem': 'retired' })
-  t.equal(keys.active().kid, await kidOfPem(f.dir, 'b.pem'), 'the newest file signs')
+  t.equal(keys.active().kid, await kidOf(2), 'the newest file signs')
   t.equal(keys.jwks().keys.length, 3, 'the retired keys stay published: tokens they signed may still be valid')
-  for (const name of ['a.pem', 'c.pem']) t.ok(keys.get(await kidOfPem(f.dir, name)), `${name} verifies tokens`)
+  for (const index of [0, 1]) t.ok(keys.get(await kidOf(index)), `fixture ${index} verifies tokens`)
   const now = epoch(f.clock)
   for (const row of await listSigningKeys(f.db)) {
     t.equal(row.activates_at, now)
@@ -133,7 +165,7 @@ t.test('a keys folder of several files with no schedule: the newest signs, the o
   }
   f.clock.advance(timing.dropDelay)
   t.equal(keys.jwks().keys.length, 1, 'after the drop delay only the active key is published, with no reload')
-  t.equal(keys.get(await kidOfPem(f.dir, 'a.pem')), undefined)
+  t.equal(keys.get(await kidOf(1)), undefined)
 })
 
 t.test('a key file dropped in after the ring exists registers as next on the next start', async (t) => {
@@ -146,57 +178,68 @@ t.test('a key file dropped in after the ring exists registers as next on the nex
   const keys = await f.open()
   t.same(await states(f), { 'first.pem': 'active', 'second.pem': 'next' })
   t.equal(keys.active().kid, activeKid, 'the dropped-in key does not sign')
-  const secondKid = await kidOfPem(f.dir, 'second.pem')
+  const secondKid = await kidOf(1)
   t.ok(keys.get(secondKid), 'it is published')
   t.same(keys.jwks().keys.map((key) => key.kid).sort(), [activeKid, secondKid].sort())
   const row = (await listSigningKeys(f.db)).find((candidate) => candidate.file === 'second.pem')
   t.match(row, { created_at: epoch(f.clock), activates_at: null, retires_at: null, removed_at: null })
 })
 
-t.test('a copy of a registered key under another name stops the start', async (t) => {
+t.test('two new files holding one key stop the start; a file of a key already held is ignored', async (t) => {
   const f = await fixture(t)
   writeKey(f.dir, 'first.pem', 0)
-  await f.open()
-  writeKey(f.dir, 'copy.pem', 0)
-  await t.rejects(f.open(), KeyFileError)
-  await t.rejects(f.open(), /copy\.pem is a copy of key/)
-})
-
-t.test('a registered key whose file is missing stops the start; a gone key may lose its file', async (t) => {
-  const f = await fixture(t)
-  writeKey(f.dir, 'first.pem', 0)
-  await f.open()
-  writeKey(f.dir, 'second.pem', 1)
-  await f.open()
-  unlinkSync(join(f.dir, 'second.pem'))
-  await t.rejects(f.open(), KeyFileError, 'a next key without its file')
-  await t.rejects(f.open(), /second\.pem/, 'the message names the file')
-
-  await retireKey(f.admin, await kidOfPemFromDb(f.db, 'second.pem'))
   const keys = await f.open()
-  t.equal(keys.jwks().keys.length, 1, 'once withdrawn, its missing file does not matter')
+  writeKey(f.dir, 'again.pem', 0)
+  t.equal((await f.open()).active().kid, keys.active().kid, 'a file of a registered key changes nothing')
+  t.equal((await listSigningKeys(f.db)).length, 1)
+  writeKey(f.dir, 'new.pem', 1)
+  writeKey(f.dir, 'copy.pem', 1)
+  await t.rejects(f.open(), KeyFileError)
+  await t.rejects(f.open(), /(new|copy)\.pem is a copy of key/)
 })
 
-async function kidOfPemFromDb(db: Db, file: string): Promise<string> {
+t.test('an imported key lives in the database: its file may be deleted', async (t) => {
+  const f = await fixture(t)
+  writeKey(f.dir, 'first.pem', 0)
+  const first = await f.open()
+  unlinkSync(join(f.dir, 'first.pem'))
+  const again = await f.open()
+  t.equal(again.active().kid, first.active().kid)
+})
+
+t.test('a key registered before keys lived in the database is imported from its file once', async (t) => {
+  const f = await fixture(t)
+  const kid = await kidOf(3)
+  const now = epoch(f.clock)
+  // What the migration leaves of an older installation: the schedule, and the key in its file.
+  await f.db.insertInto('signing_keys').values({ kid, private_key: null, file: 'old.pem', created_at: now, activates_at: now, retires_at: null, removed_at: null }).execute()
+  await t.rejects(f.open(), /signing key .* is registered with file old\.pem, which is not in/, 'without its file the start stops, naming it')
+  writeKey(f.dir, 'old.pem', 3)
+  const keys = await f.open()
+  t.equal(keys.active().kid, kid)
+  t.match((await listSigningKeys(f.db))[0]?.private_key, /^v2\./, 'sealed into the database')
+  unlinkSync(join(f.dir, 'old.pem'))
+  t.equal((await f.open()).active().kid, kid, 'and needs the file no more')
+})
+
+t.test('a sealed key that does not open with the configured data key stops the start', async (t) => {
+  const f = await fixture(t)
+  await f.open()
+  const other = loadSecretBox({ dir: join(f.dir, '..', 'other') })
+  await t.rejects(openKeyRing({ dir: f.dir, db: f.db, secretBox: other, clock: f.clock, timing }), /does not open with the configured data key/)
+})
+
+async function kidOfFile(db: Db, file: string): Promise<string> {
   const row = (await listSigningKeys(db)).find((candidate) => candidate.file === file)
   if (!row) throw new Error(`no row for ${file}`)
   return row.kid
 }
 
-t.test('a key file that holds another key than its row stops the start', async (t) => {
-  const f = await fixture(t)
-  writeKey(f.dir, 'first.pem', 0)
-  await f.open()
-  unlinkSync(join(f.dir, 'first.pem'))
-  writeKey(f.dir, 'first.pem', 1)
-  await t.rejects(f.open(), /first\.pem does not hold key/)
-})
-
 t.test('no active key stops the start with a message pointing at keys rotate', async (t) => {
   const f = await fixture(t)
   writeKey(f.dir, 'first.pem', 0)
   await f.open()
-  const kid = await kidOfPemFromDb(f.db, 'first.pem')
+  const kid = await kidOfFile(f.db, 'first.pem')
   await scheduleSigningKey(f.db, kid, { retires_at: epoch(f.clock) })
   await t.rejects(f.open(), KeyFileError)
   await t.rejects(f.open(), /no signing key is active.*keys rotate/)
@@ -237,9 +280,7 @@ t.test('reload() picks up keys added, activated and retired through the rotation
   t.same(keys.jwks().keys.map((key) => key.kid).sort(), [oldKid, added.kid].sort(), 'after a reload the new key is published')
   t.equal(keys.active().kid, oldKid, 'but does not sign')
 
-  const file = join(f.dir, added.file)
-  t.equal(statSync(file).mode & 0o777, 0o600, 'an added key file is 0600')
-  t.equal(statSync(f.dir).mode & 0o777, 0o700)
+  t.equal(added.file, null, 'an added key has no file: it lives sealed in the database')
 
   await activateKey(f.admin, added.kid, { force: true })
   t.equal(keys.active().kid, oldKid, 'activation too waits for a reload')
@@ -271,22 +312,15 @@ t.test('a scheduled rotation takes effect by the clock alone, without a reload',
   f.clock.advance(1)
   t.equal(keys.get(oldKid), undefined, 'at its drop time it is gone')
   t.same(keys.jwks().keys.map((key) => key.kid), [rotation.added.kid])
-  t.same(await states(f), { 'first.pem': 'gone', [rotation.added.file]: 'active' })
+  t.same(await states(f), { 'first.pem': 'gone', [rotation.added.kid]: 'active' })
 })
 
-t.test('a key file others can read is loaded with a warning to chmod it', async (t) => {
-  const { chmodSync } = await import('node:fs')
-  const { Writable } = await import('node:stream')
-  const { createLogger } = await import('../../src/log.js')
-  const { generateSigningKeyFile } = await import('../../src/keys/signing-keys.js')
-  const dir = t.testdir()
-  const file = generateSigningKeyFile(dir, new TestClock())
-  chmodSync(file, 0o644)
+t.test('a key file others can read is imported with a warning to chmod (or delete) it', async (t) => {
+  const f = await fixture(t)
+  writeKey(f.dir, 'open.pem', 4, undefined, 0o644)
+  chmodSync(join(f.dir, 'open.pem'), 0o644)
   const lines: string[] = []
   const log = createLogger({ level: 'warn', destination: new Writable({ write: (chunk, _encoding, done) => (lines.push(chunk.toString()), done()) }) })
-  const db = openDatabase(':memory:')
-  t.teardown(() => db.destroy())
-  await migrateToLatest(db)
-  await openKeyRing({ dir, db, clock: new TestClock(), timing: keyTiming(defaults), log })
+  await f.open(log)
   t.ok(lines.some((line) => line.includes('chmod 600')), 'the operator is told')
 })

@@ -1,12 +1,14 @@
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import Database from 'better-sqlite3'
+import { sql } from 'kysely'
 import t from 'tap'
+import { openDatabase } from '../../src/db/connection.js'
+import { freshDatabaseLocation, testDialect } from '../helpers/database.js'
 import { startServer } from '../helpers/process.js'
 
-t.test('SIGTERM: no new connections, the request in flight is finished, SQLite is closed, exit 0', async (t) => {
+t.test('SIGTERM: no new connections, the request in flight is finished, the database is closed, exit 0', async (t) => {
   const dir = t.testdir()
-  const env = { MINIGATE_DB: join(dir, 'db', 'minigate.sqlite'), MINIGATE_KEYS_DIR: join(dir, 'keys') }
+  const env = { MINIGATE_DB: await freshDatabaseLocation(t, dir), MINIGATE_KEYS_DIR: join(dir, 'keys') }
   const server = await startServer(env)
   t.teardown(() => server.child.kill('SIGKILL'))
   const { port } = new URL(server.url)
@@ -48,9 +50,9 @@ t.test('SIGTERM: no new connections, the request in flight is finished, SQLite i
   const exit = await server.exited
   t.same(exit, { code: 0, signal: null }, 'the process exited cleanly')
   t.ok(server.lines.some((line) => line.includes('shut down cleanly')), 'it logged the clean shutdown')
-  const db = new Database(env.MINIGATE_DB, { readonly: true })
-  t.equal(db.pragma('integrity_check', { simple: true }), 'ok')
-  t.equal((db.prepare('select count(*) as n from refresh_tokens where spent_at is not null').get() as { n: number }).n, 1, 'the refresh in flight was committed')
-  t.equal((db.prepare('select count(*) as n from refresh_tokens').get() as { n: number }).n, 2, 'with its new refresh token')
-  db.close()
+  const db = openDatabase(env.MINIGATE_DB, { create: false })
+  if (testDialect === 'sqlite') t.equal((await sql<{ integrity_check: string }>`pragma integrity_check`.execute(db)).rows[0]?.integrity_check, 'ok')
+  const sessions = await db.selectFrom('login_sessions').select('generation').execute()
+  t.same(sessions, [{ generation: 1 }], 'the refresh in flight was committed')
+  await db.destroy()
 })

@@ -1,18 +1,11 @@
 import { createPublicKey } from 'node:crypto'
-import { join } from 'node:path'
 import { importJWK, jwtVerify } from 'jose'
 import t, { type Test } from 'tap'
-import { keyTiming } from '../../src/keys/key-ring.js'
 import { rotateKeys } from '../../src/keys/rotation.js'
-import { generateSigningKeyFile } from '../../src/keys/signing-keys.js'
-import { startTestApp, type TestApp } from '../helpers/app.js'
-
-// One keys folder for every app of this file: generating an RSA key per app is the slow part.
-const KEYS_DIR = join(t.testdir(), 'keys')
-generateSigningKeyFile(KEYS_DIR, { now: () => 0 })
+import { keyAdminOf, startTestApp, type TestApp } from '../helpers/app.js'
 
 function start(t: Test): Promise<TestApp> {
-  return startTestApp(t, { MINIGATE_KEYS_DIR: KEYS_DIR })
+  return startTestApp(t)
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
@@ -66,11 +59,10 @@ t.test('the JWKS can be fetched without credentials and ignores a query', async 
   t.match(post.headers.get('allow'), /GET/)
 })
 
-// Last in the file: it adds a key to the folder the other tests share.
 t.test('during a rotation both keys are published and no cache outlives the switch', async (t) => {
   const app = await start(t)
   const before = app.deps.keys.active().kid
-  const { added, activatesAt } = await rotateKeys({ dir: app.config.keysDir, db: app.deps.db, clock: app.clock, timing: keyTiming(app.config) })
+  const { added, activatesAt } = await rotateKeys(keyAdminOf(app))
   await app.deps.keys.reload()
 
   const jwksNow = async () => {

@@ -1,14 +1,8 @@
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { generateSigningKeyFile } from '../../src/keys/signing-keys.js'
 import { startTestApp, type TestApp } from '../helpers/app.js'
 
-// One keys folder for every app of this file: generating an RSA key per app is the slow part.
-const KEYS_DIR = join(t.testdir(), 'keys')
-generateSigningKeyFile(KEYS_DIR, { now: () => 0 })
-
 function start(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
-  return startTestApp(t, { MINIGATE_KEYS_DIR: KEYS_DIR, ...env })
+  return startTestApp(t, env)
 }
 
 function userinfo(app: TestApp, authorization?: string, query = ''): Promise<Response> {

@@ -3,19 +3,20 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { CompactSign, decodeProtectedHeader } from 'jose'
 import t, { type Test } from 'tap'
-import { generateSigningKeyFile, readSigningKey, type KeyStore } from '../../src/keys/signing-keys.js'
+import { parseSigningKey, type KeyStore } from '../../src/keys/signing-keys.js'
 import { MAX_TOKEN_LENGTH } from '../../src/tokens/claims.js'
 import { mintAccessToken, mintIdToken, mintRefreshToken, type MintDeps } from '../../src/tokens/mint.js'
 import { TokenRejected, verifyAccessToken, verifyRefreshToken, type VerifyDeps } from '../../src/tokens/verify.js'
 import { TestClock } from '../helpers/clock.js'
+import { fixtureKeyPem } from '../helpers/keys.js'
 
 const ISSUER = 'https://id.example.com'
 const AUDIENCE = 'minigate-api'
 const config = { issuer: ISSUER, audience: AUDIENCE, accessTtl: 900, refreshTtl: 30 * 24 * 3600, idTokenTtl: 900 }
 
-// One signing key for the whole file (RSA key generation is slow), in the smallest KeyStore there is:
-// the verifier must only ever look keys up through get(kid).
-const signingKey = await readSigningKey(generateSigningKeyFile(t.testdir(), new TestClock()))
+// One signing key for the whole file, in the smallest KeyStore there is: the verifier must only ever
+// look keys up through get(kid).
+const signingKey = await parseSigningKey(fixtureKeyPem(0), 'fixture')
 const keys: KeyStore = {
   active: () => signingKey,
   get: (kid) => (kid === signingKey.kid ? signingKey : undefined),
@@ -76,12 +77,22 @@ t.test('a minted access token verifies', async (t) => {
 
 t.test('a minted refresh token verifies as a refresh token', async (t) => {
   const d = deps()
-  const minted = await mintRefreshToken(d, { sub: 'user-1', clientId: 'wx1', sid: 'sid-1', loginEndsAt: LOGIN_ENDS })
+  const minted = await mintRefreshToken(d, { sub: 'user-1', clientId: 'wx1', sid: 'sid-1', generation: 0, loginEndsAt: LOGIN_ENDS })
   t.equal(decodeProtectedHeader(minted.token).typ, 'rt+jwt')
   const claims = await verifyRefreshToken(d, minted.token)
   t.equal(claims.aud, ISSUER, 'a refresh token is for minigate only')
   t.equal(claims.sid, 'sid-1')
   t.equal(claims.client_id, 'wx1')
+})
+
+t.test('a refresh token needs a whole, non-negative generation', async (t) => {
+  const iat = Math.floor(new TestClock().now() / 1000)
+  const claims = { iss: ISSUER, sub: 'u', aud: ISSUER, client_id: 'wx1', iat, exp: iat + 60, jti: 'j', sid: 's' }
+  t.equal((await verifyRefreshToken(deps(), await rs256({ ...claims, gen: 3 }, { typ: 'rt+jwt', kid: ourKid }))).gen, 3)
+  for (const gen of [undefined, -1, 1.5, '2', null, Number.MAX_SAFE_INTEGER + 2]) {
+    const token = await rs256(gen === undefined ? claims : { ...claims, gen }, { typ: 'rt+jwt', kid: ourKid })
+    t.match(await rejected(t, verifyRefreshToken(deps(), token), `gen ${String(gen)}`), /gen claim/)
+  }
 })
 
 t.test('a hand-built token with every claim verifies (the forgery tests below differ in one thing)', async (t) => {
@@ -92,7 +103,7 @@ t.test('a hand-built token with every claim verifies (the forgery tests below di
 t.test('expired tokens are rejected', async (t) => {
   const d = deps()
   const access = await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })
-  const refresh = await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', loginEndsAt: LOGIN_ENDS })
+  const refresh = await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', generation: 0, loginEndsAt: LOGIN_ENDS })
   d.clock.advance(899)
   t.ok(await verifyAccessToken(d, access.token), 'still valid a second before exp')
   d.clock.advance(2)
@@ -137,7 +148,7 @@ t.test('unknown, hostile and missing kids are rejected', async (t) => {
     ['unknown', 'unknown-kid'],
     ['path traversal', '../../x'],
     ['absolute path', '/etc/passwd'],
-    ['key file name', keys.active().file],
+    ['key file name', 'signing-1700000000000.pem'],
     ['spaces', 'kid with spaces'],
     ['5000 chars', 'k'.repeat(5000)],
     ['SQL', "' or 1=1 --"],
@@ -214,7 +225,7 @@ t.test('a token signed by another RSA key with our kid is rejected', async (t) =
 t.test('access, refresh and id tokens exclude each other', async (t) => {
   const d = deps()
   const access = (await mintAccessToken(d, { sub: 'u', clientId: 'wx1', scope: 'openid profile', sid: 's', loginEndsAt: Number.MAX_SAFE_INTEGER })).token
-  const refresh = (await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', loginEndsAt: LOGIN_ENDS })).token
+  const refresh = (await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', generation: 0, loginEndsAt: LOGIN_ENDS })).token
   const id = (await mintIdToken(d, { sub: 'u', clientId: 'wx1', claims: { sid: 's', nickname: 'n' } })).token
   await rejected(t, verifyAccessToken(d, refresh), 'refresh token as access token')
   await rejected(t, verifyRefreshToken(d, access), 'access token as refresh token')
@@ -257,7 +268,7 @@ t.test('missing or empty claims are rejected', async (t) => {
     t.match(await rejected(t, verifyAccessToken(d, await rs256(accessClaims({ [name]: '' }), { typ: 'at+jwt', kid: ourKid })), `empty ${name}`), name)
     await rejected(t, verifyAccessToken(d, await rs256(accessClaims({ [name]: 42 }), { typ: 'at+jwt', kid: ourKid })), `numeric ${name}`)
   }
-  const refreshClaims = { ...accessClaims({ aud: ISSUER }), scope: undefined }
+  const refreshClaims = { ...accessClaims({ aud: ISSUER }), scope: undefined, gen: 0 }
   for (const name of ['client_id', 'sid']) {
     await rejected(t, verifyRefreshToken(d, await rs256({ ...refreshClaims, [name]: undefined }, { typ: 'rt+jwt', kid: ourKid })), `refresh without ${name}`)
   }

@@ -1,18 +1,12 @@
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { DEV_APP } from '../../src/config.js'
-import { generateSigningKeyFile } from '../../src/keys/signing-keys.js'
 import { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { startTestApp, type TestApp } from '../helpers/app.js'
 
 const SESSION_KEY = 'HyVFkGl5F5OQWJZZaNzBBg=='
 
-// One keys folder for every app of this file: generating an RSA key per app is the slow part.
-const KEYS_DIR = join(t.testdir(), 'keys')
-generateSigningKeyFile(KEYS_DIR, { now: () => 0 })
-
 function start(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
-  return startTestApp(t, { MINIGATE_KEYS_DIR: KEYS_DIR, ...env })
+  return startTestApp(t, env)
 }
 
 /** Calls the simulated code2Session exactly as WeChat's API is called. */
