@@ -1,6 +1,7 @@
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
 import { startTestApp, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const APP_A = 'wxaaaaaaaaaaaaaaaa'
 const APP_B = 'wxbbbbbbbbbbbbbbbb'
@@ -155,11 +156,20 @@ t.test('/revoke is limited per client IP, from the same budget as /token', async
   await revoked(t, await revoke(app, { token: login.refresh_token }), 'served again after Retry-After')
 })
 
-t.test("a client cannot revoke another client's token", async (t) => {
+t.test("a client cannot revoke another client's token: 400 invalid_request, the token stays alive", async (t) => {
   const app = await startTestApp(t, TWO_APPS)
   const login = await app.login({ appid: APP_A, openid: 'oOtherClient' })
-  await revoked(t, await revoke(app, { token: login.refresh_token, client_id: APP_B }), 'refresh token of A by B')
-  await revoked(t, await revoke(app, { token: login.access_token, client_id: APP_B }), 'access token of A by B')
+  for (const [what, params] of [
+    ['refresh token of A by B', { token: login.refresh_token, client_id: APP_B }],
+    ['access token of A by B', { token: login.access_token, client_id: APP_B }],
+    ['access token of A by B, hinted', { token: login.access_token, client_id: APP_B, token_type_hint: 'access_token' }],
+  ] as const) {
+    const response = await revoke(app, params)
+    t.equal(response.headers.get('cache-control'), 'no-store', `${what}: no-store`)
+    const body = await oauthError(t, response, 400, 'invalid_request')
+    t.match(body.error_description, /another client/, `${what}: says why`)
+  }
+  await revoked(t, await revoke(app, { token: 'garbage', client_id: APP_B }), 'an unknown token, by B')
   t.equal((await userinfo(app, login.access_token)).status, 200, 'the access token still works')
   t.equal((await sessionOf(app, login.access_token)).revoked_at, null)
   const next = await refresh(app, login.refresh_token, { client_id: APP_A })
