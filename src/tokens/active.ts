@@ -1,13 +1,11 @@
 import { epochSeconds } from '../clock.js'
 import type { Db } from '../db/connection.js'
-import { findRefreshToken } from '../db/refresh-tokens.js'
 import { isAccessTokenRevoked } from '../db/revoked-access-tokens.js'
-import type { LoginSession, RefreshToken, User } from '../db/schema.js'
+import type { LoginSession, User } from '../db/schema.js'
 import { findLoginSession } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
-import type { AccessTokenClaims, RefreshTokenClaims } from './claims.js'
-import { tokenHash } from './mint.js'
-import { TokenRejected, verifyAccessToken, verifyRefreshToken, type VerifyDeps } from './verify.js'
+import type { AccessTokenClaims } from './claims.js'
+import { TokenRejected, verifyAccessToken, type VerifyDeps } from './verify.js'
 
 export interface ActiveDeps extends VerifyDeps {
   db: Db
@@ -15,13 +13,6 @@ export interface ActiveDeps extends VerifyDeps {
 
 export interface ActiveAccessToken {
   claims: AccessTokenClaims
-  session: LoginSession
-  user: User
-}
-
-export interface ActiveRefreshToken {
-  claims: RefreshTokenClaims
-  row: RefreshToken
   session: LoginSession
   user: User
 }
@@ -46,14 +37,4 @@ export async function activeAccessToken(deps: ActiveDeps, token: string): Promis
   const claims = await verifyAccessToken(deps, token)
   if (await isAccessTokenRevoked(deps.db, claims.jti)) throw new TokenRejected('the token has been revoked')
   return { claims, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
-}
-
-/** A refresh token that verifies, whose row is unspent and unrevoked, and whose login is live. */
-export async function activeRefreshToken(deps: ActiveDeps, token: string): Promise<ActiveRefreshToken> {
-  const claims = await verifyRefreshToken(deps, token)
-  const row = await findRefreshToken(deps.db, claims.jti)
-  if (!row || row.token_hash !== tokenHash(token) || row.session_id !== claims.sid) throw new TokenRejected('the refresh token is unknown')
-  if (row.revoked_at !== null) throw new TokenRejected('the refresh token has been revoked')
-  if (row.spent_at !== null) throw new TokenRejected('the refresh token was already used')
-  return { claims, row, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
 }

@@ -272,6 +272,20 @@ export async function tokenState(app: TestApp): Promise<Record<string, number>> 
   return { ...(rows[0] as Record<string, number>) }
 }
 
+/**
+ * Whether a refresh token would still be accepted: its row unspent and unrevoked, its login live. Read
+ * from the database, since introspection never shows a refresh token as active and a refresh spends it.
+ */
+export async function refreshTokenLive(app: TestApp, token: string): Promise<boolean> {
+  const row = await app.deps.db
+    .selectFrom('refresh_tokens')
+    .innerJoin('login_sessions', 'login_sessions.id', 'refresh_tokens.session_id')
+    .select(['refresh_tokens.spent_at', 'refresh_tokens.revoked_at', 'login_sessions.revoked_at as session_revoked_at'])
+    .where('refresh_tokens.jti', '=', payloadOf(token).jti as string)
+    .executeTakeFirst()
+  return row !== undefined && row.spent_at === null && row.revoked_at === null && row.session_revoked_at === null
+}
+
 /** A POST over a raw socket, for header values fetch refuses to send. */
 export function rawPost(app: TestApp, path: string, headers: Record<string, string>, body: string | Uint8Array): Promise<RawAnswer> {
   const bytes = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body)
