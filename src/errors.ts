@@ -84,11 +84,6 @@ export class InvalidScope extends OAuthError {
   override readonly status = 400
 }
 
-export class AccessDenied extends OAuthError {
-  override readonly code = 'access_denied'
-  override readonly status = 403
-}
-
 /**
  * WeChat data that does not open: 400 with a code of its own (`bad_iv`, `bad_padding`: the session_key
  * is stale, call wx.login() again; `watermark_mismatch`; `bad_signature`; ...), so the app knows what to do.

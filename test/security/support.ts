@@ -34,7 +34,6 @@ export const ERROR_CODES = [
   'invalid_scope',
   'invalid_token',
   'insufficient_scope',
-  'access_denied',
   'not_found',
   // /wechat/decrypt's own codes
   'bad_iv',
