@@ -1,4 +1,5 @@
 import type Router from '@koa/router'
+import type { Context } from 'koa'
 import { epochSeconds } from '../clock.js'
 import type { User } from '../db/schema.js'
 import { updateProfile } from '../db/users.js'
@@ -40,19 +41,23 @@ function picture(value: string, issuer: string): string {
 }
 
 /**
- * `GET /userinfo`: OpenID Connect claims about the token's user, as far as its scope allows.
- * `PATCH /userinfo` (scope `profile`): sets `nickname` and/or `picture`, the way current mini-programs
- * collect them (chooseAvatar and the nickname input).
+ * `GET /userinfo` and `POST /userinfo` (OpenID Connect Core 5.3.1 asks for both): OpenID Connect claims
+ * about the token's user, as far as its scope allows; the token comes from the Authorization header
+ * only, and a POST body is not read. `PATCH /userinfo` and `POST /userinfo/profile` (scope `profile`):
+ * set `nickname` and/or `picture`, the way current mini-programs collect them (chooseAvatar and the
+ * nickname input). The POST twin exists because `wx.request` cannot send PATCH.
  */
 export function mountUserinfo(router: Router, deps: AppDeps): void {
-  router.get('/userinfo', requireAccessToken(deps), function userinfo(ctx) {
+  function userinfo(ctx: Context) {
     const claims: AccessTokenClaims = ctx.state.claims
     const user: User = ctx.state.user
     ctx.set('Cache-Control', 'no-store')
     ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
-  })
+  }
+  router.get('/userinfo', requireAccessToken(deps), userinfo)
+  router.post('/userinfo', requireAccessToken(deps), userinfo)
 
-  router.patch('/userinfo', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), async function updateUserinfo(ctx) {
+  async function updateUserinfo(ctx: Context) {
     const params: Params = ctx.state.params
     const claims: AccessTokenClaims = ctx.state.claims
     const unknown = Object.keys(params).find((name) => !PROFILE_FIELDS.has(name))
@@ -63,5 +68,7 @@ export function mountUserinfo(router: Router, deps: AppDeps): void {
     if (Object.keys(profile).length === 0) throw new InvalidRequest('send nickname and/or picture')
     const user = await updateProfile(deps.db, claims.sub, profile, epochSeconds(deps.clock))
     ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
-  })
+  }
+  router.patch('/userinfo', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), updateUserinfo)
+  router.post('/userinfo/profile', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), updateUserinfo)
 }

@@ -202,10 +202,40 @@ t.test('a Bearer access token is required', async (t) => {
   t.equal((await patch(app, tokens.access_token as string, { nickname: 'x' })).status, 401, 'a revoked access token is refused')
 })
 
-t.test('unsupported methods on /userinfo', async (t) => {
+t.test('unsupported methods on /userinfo and /userinfo/profile', async (t) => {
   const app = await start(t)
   const tokens = await app.login()
   const response = await fetch(`${app.url}/userinfo`, { method: 'PUT', headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/json' }, body: '{"nickname":"x"}' })
   t.equal(response.status, 405)
-  t.match(response.headers.get('allow'), /PATCH/)
+  t.same(response.headers.get('allow')?.split(', ').sort(), ['GET', 'HEAD', 'PATCH', 'POST'])
+  const get = await fetch(`${app.url}/userinfo/profile`, { headers: { authorization: `Bearer ${tokens.access_token}` } })
+  t.equal(get.status, 405, 'GET /userinfo/profile: 405')
+  t.equal(get.headers.get('allow'), 'POST')
+})
+
+t.test('POST /userinfo/profile is the same update, for wx.request, which cannot send PATCH', async (t) => {
+  const app = await start(t)
+  const tokens = await app.login({ scope: 'profile' })
+  const sub = payloadOf(tokens.access_token).sub as string
+  const post = (accessToken: string | undefined, body: string, contentType = 'application/json') =>
+    fetch(`${app.url}/userinfo/profile`, { method: 'POST', headers: { 'content-type': contentType, ...(accessToken ? { authorization: `Bearer ${accessToken}` } : {}) }, body })
+  app.clock.advance(100)
+
+  const json = await post(tokens.access_token, JSON.stringify({ nickname: '  小明 🐱  ', picture: 'https://thirdwx.qlogo.cn/mmopen/abc/132' }))
+  t.equal(json.status, 200)
+  t.equal(json.headers.get('cache-control'), 'no-store')
+  const expected = { sub, nickname: '小明 🐱', picture: 'https://thirdwx.qlogo.cn/mmopen/abc/132', updated_at: Math.floor(app.clock.now() / 1000) }
+  t.same(await json.json(), expected, 'the updated userinfo, as PATCH answers')
+  t.same(await userinfo(app, tokens.access_token), expected, 'GET /userinfo shows it')
+
+  const form = await post(tokens.access_token, new URLSearchParams({ nickname: '小红' }).toString(), 'application/x-www-form-urlencoded')
+  t.match(await form.json(), { nickname: '小红', picture: expected.picture }, 'a form body with one field; the other stays')
+
+  await expectInvalid(t, await post(tokens.access_token, JSON.stringify({ nickname: 'ok', sub: 'someone-else' })), 'an unknown field')
+  await expectInvalid(t, await post(tokens.access_token, '{}'), 'nothing to change')
+  await expectInvalid(t, await post(tokens.access_token, JSON.stringify({ nickname: 'a\u0007b' })), 'a nickname PATCH refuses')
+  t.equal((await post(undefined, '{"nickname":"x"}')).status, 401, 'no Bearer: 401')
+  const phoneOnly = await app.login({ scope: 'phone' })
+  t.equal((await post(phoneOnly.access_token, '{"nickname":"x"}')).status, 403, 'without scope profile: 403')
+  t.equal((await userinfo(app, tokens.access_token)).nickname, '小红', 'the refused requests changed nothing')
 })
