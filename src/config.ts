@@ -19,6 +19,14 @@ export interface Service {
   secretHash: string
 }
 
+/** Per-minute rate limits (see `defaults.rateLimits`). */
+export interface RateLimitSettings {
+  ip: number
+  client: number
+  user: number
+  wechat: number
+}
+
 export interface Config {
   /** True when no WeChat credentials are configured: the simulator stands in for WeChat. */
   development: boolean
@@ -50,8 +58,8 @@ export interface Config {
   purgeInterval: number
   jwksMaxAge: number
   avatarMaxBytes: number
-  /** Requests per minute per IP on /token, and refreshes per client and per user; null when off. */
-  rateLimits: { ip: number; client: number; user: number } | null
+  /** Requests per minute: per IP on /token and /revoke, refreshes per client and per user, and each WeChat data endpoint per user; null when off. */
+  rateLimits: RateLimitSettings | null
   /** Proxy hops in front of minigate whose X-Forwarded-For is trusted (0: the socket address is the client). */
   trustProxy: number
   logLevel: string
@@ -75,8 +83,12 @@ export const defaults = {
   wechatTimeoutMs: 5000,
   /** `stable_token`: every instance shares one WeChat access_token; `token` invalidates the previous one on each fetch. */
   wechatTokenApi: 'stable_token',
-  /** Rate limits per minute: /token requests per IP (generous: mobile carriers share addresses), refreshes per client and per user. */
-  rateLimits: { ip: 300, client: 6000, user: 30 },
+  /**
+   * Rate limits per minute: /token and /revoke requests per IP (generous: mobile carriers share
+   * addresses), refreshes per client and per user, and calls of /wechat/decrypt and of /wechat/phone per
+   * user (a real user makes a few a session; an attacker probing the decryption needs thousands).
+   */
+  rateLimits: { ip: 300, client: 6000, user: 30, wechat: 10 },
   /** Largest avatar upload, in bytes. */
   avatarMaxBytes: 2 * 1024 * 1024,
   /** The `aud` of access tokens: the business services that accept them. */
@@ -144,16 +156,16 @@ function flag(env: Env, name: string): boolean {
   throw new ConfigError(`${name} must be 1 or 0, got "${env[name]}"`)
 }
 
-/** `off`, `on` (the defaults), or `ip=300,client=6000,user=30` (per minute; unnamed ones keep their default). */
+/** `off`, `on` (the defaults), or `ip=300,client=6000,user=30,wechat=10` (per minute; unnamed ones keep their default). */
 function rateLimits(env: Env): Config['rateLimits'] {
   const raw = env.MINIGATE_RATE_LIMITS?.trim().toLowerCase() ?? ''
   if (raw === 'off') return null
-  const limits: { ip: number; client: number; user: number } = { ...defaults.rateLimits }
+  const limits: RateLimitSettings = { ...defaults.rateLimits }
   if (raw === '' || raw === 'on') return limits
   for (const item of raw.split(',')) {
-    const match = /^(ip|client|user)=(\d{1,7})$/.exec(item.trim())
-    if (!match || Number(match[2]) < 1) throw new ConfigError(`MINIGATE_RATE_LIMITS must be off, on, or like ip=300,client=6000,user=30 (per minute), got "${raw}"`)
-    limits[match[1] as keyof typeof limits] = Number(match[2])
+    const match = /^(ip|client|user|wechat)=(\d{1,7})$/.exec(item.trim())
+    if (!match || Number(match[2]) < 1) throw new ConfigError(`MINIGATE_RATE_LIMITS must be off, on, or like ip=300,client=6000,user=30,wechat=10 (per minute), got "${raw}"`)
+    limits[match[1] as keyof RateLimitSettings] = Number(match[2])
   }
   return limits
 }

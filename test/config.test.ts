@@ -281,7 +281,7 @@ t.test('MINIGATE_SERVICES: hashed secrets, a development default, errors without
 
 t.test('rate limits are on by default, "off" disables them, and bad values name the variable', async (t) => {
   const limits = loadConfig({}).rateLimits
-  t.ok(limits && limits.ip > 0 && limits.client > 0 && limits.user > 0, 'on by default, every limit positive')
+  t.ok(limits && limits.ip > 0 && limits.client > 0 && limits.user > 0 && limits.wechat > 0, 'on by default, every limit positive')
   t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'on' }).rateLimits, limits)
   t.equal(loadConfig({ MINIGATE_RATE_LIMITS: 'off' }).rateLimits, null, 'off for benchmarks and load tests')
   t.equal(loadConfig({ MINIGATE_RATE_LIMITS: ' OFF ' }).rateLimits, null)

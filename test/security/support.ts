@@ -37,10 +37,9 @@ export const ERROR_CODES = [
   'not_found',
   // /wechat/decrypt's own codes
   'bad_iv',
-  'bad_padding',
-  'bad_data',
-  'bad_signature',
-  'watermark_mismatch',
+  'bad_encrypted_data',
+  'bad_session_key',
+  'decryption_failed',
 ]
 
 /** Starts an app on the test process's shared signing key (key generation is the slow part). */
