@@ -15,12 +15,35 @@ import { endpoint } from '../config.js'
 
 const PROFILE_FIELDS = new Set(['nickname', 'picture'])
 
-/** A nickname from `<input type="nickname">`: trimmed, 1 to 64 characters, no control characters. */
+// Emoji sequences that use invisible characters on purpose; they are taken out before INVISIBLE is
+// applied. A zero-width joiner is allowed only between two emoji (👨‍👩‍👧, ❤️‍🔥, 👨🏽‍💻): between letters it
+// hides nothing visible but makes two names that look alike differ.
+/** Subdivision flags (🏴 + tag characters + cancel tag). */
+const EMOJI_TAG_SEQUENCE = /\u{1F3F4}[\u{E0020}-\u{E007E}]+\u{E007F}/gu
+/** Emoji or text presentation after a pictograph, and the emoji selector of a keycap (1️⃣). */
+const EMOJI_PRESENTATION = /(?<=\p{Extended_Pictographic})[\uFE0E\uFE0F]|(?<=[#*0-9])\uFE0F(?=\u20E3)/gu
+/** A zero-width joiner between two emoji (the first perhaps with a skin tone). */
+const EMOJI_JOINER = /(?<=\p{Extended_Pictographic}\p{Emoji_Modifier}?)\u200D(?=\p{Extended_Pictographic})/gu
+/**
+ * What lets one name display as another: control and format characters (bidi overrides and isolates,
+ * zero-width spaces and joiners, BOM, soft hyphen), other default-ignorable characters (variation
+ * selectors, Hangul fillers), lone surrogates, the blank braille pattern, and spaces other than the
+ * plain and the ideographic space.
+ */
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]|[^\P{Zs} \u3000]/u
+
+/**
+ * A nickname from `<input type="nickname">`: trimmed, NFC, 1 to 64 characters, nothing invisible (see
+ * INVISIBLE); Chinese, emoji and spaces inside the name are fine.
+ */
 function nickname(value: string): string {
-  const trimmed = value.trim()
+  const trimmed = value.trim().normalize('NFC')
   const length = [...trimmed].length
   if (length < 1 || length > 64) throw new InvalidRequest('nickname must be 1 to 64 characters')
-  if (/[\p{Cc}\u2028\u2029]/u.test(trimmed)) throw new InvalidRequest('nickname must not contain control characters')
+  const withoutEmojiSequences = trimmed.replace(EMOJI_TAG_SEQUENCE, '\u{1F3F4}').replace(EMOJI_PRESENTATION, '').replace(EMOJI_JOINER, '')
+  if (INVISIBLE.test(withoutEmojiSequences)) {
+    throw new InvalidRequest('nickname must not contain control or invisible characters (bidi controls, zero-width characters, unusual spaces)')
+  }
   return trimmed
 }
 
