@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto'
+import { statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 
 /**
  * Every setting of minigate, its default, and the parsing of the environment.
@@ -222,6 +224,34 @@ export function parseServices(raw: string): Service[] {
   return parseCredentials(raw, 'MINIGATE_SERVICES', 'id', 16).map(({ id, secret }) => ({ id, secretHash: hashServiceSecret(secret) }))
 }
 
+/** What WeChat issues: an appid is `wx` and 16 hex digits, an AppSecret 32 hex digits. */
+const WECHAT_APPID = /^wx[0-9a-f]{16}$/i
+const WECHAT_SECRET = /^[0-9a-f]{32}$/i
+
+/** Production refuses WECHAT_APPS entries that cannot be real (a placeholder, a typo); the message never shows a secret. */
+function checkProductionApps(apps: WeChatApp[]): void {
+  for (const [index, app] of apps.entries()) {
+    if (!WECHAT_APPID.test(app.appid)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} must have an appid of wx and 16 hex digits when NODE_ENV=production`)
+    if (!WECHAT_SECRET.test(app.secret)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} (${app.appid}) needs an AppSecret of 32 hex digits when NODE_ENV=production`)
+  }
+}
+
+/**
+ * Production never creates the folder of the SQLite file: a missing one is far likelier a mistyped
+ * MINIGATE_DB than a first start, and a new empty database would lose every user quietly.
+ */
+function checkProductionDbFolder(dbFile: string): void {
+  if (/^postgres(ql)?:\/\//i.test(dbFile) || dbFile === ':memory:') return
+  const folder = dirname(resolve(dbFile))
+  let isFolder: boolean
+  try {
+    isFolder = statSync(folder).isDirectory()
+  } catch {
+    throw new ConfigError(`MINIGATE_DB: the folder ${folder} does not exist (it is not created when NODE_ENV=production)`)
+  }
+  if (!isFolder) throw new ConfigError(`MINIGATE_DB: ${folder} is not a folder`)
+}
+
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */
 export function loadConfig(env: Env): Config {
   const production = env.NODE_ENV === 'production'
@@ -239,6 +269,11 @@ export function loadConfig(env: Env): Config {
   if (production && simulatorAsked) {
     throw new ConfigError('MINIGATE_WECHAT_SIMULATOR cannot be on when NODE_ENV=production')
   }
+  // OpenID Connect requires an https issuer; outside production http is fine (tests, localhost).
+  if (production && new URL(issuer).protocol !== 'https:') {
+    throw new ConfigError(env.MINIGATE_ISSUER ? 'MINIGATE_ISSUER must be https when NODE_ENV=production' : 'MINIGATE_ISSUER must be set to the https URL of minigate when NODE_ENV=production')
+  }
+  if (production) checkProductionApps(apps)
   const simulator = development || simulatorAsked
   const loopback = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   const simulatorBase = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}/_dev/wechat`
@@ -261,6 +296,9 @@ export function loadConfig(env: Env): Config {
   if (audience === issuer) throw new ConfigError('MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER (the audience of refresh tokens)')
   if ((development ? [DEV_APP] : apps).some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
 
+  const dbFile = env.MINIGATE_DB?.trim() || defaults.dbFile
+  if (production) checkProductionDbFolder(dbFile)
+
   const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError(`MINIGATE_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`)
@@ -272,7 +310,7 @@ export function loadConfig(env: Env): Config {
     port,
     host,
     issuer,
-    dbFile: env.MINIGATE_DB?.trim() || defaults.dbFile,
+    dbFile,
     keysDir: env.MINIGATE_KEYS_DIR?.trim() || defaults.keysDir,
     apps: development ? [DEV_APP] : apps,
     wechatApiBase: apiBaseSet ? httpUrl(env, 'WECHAT_API_BASE', defaults.wechatApiBase) : simulator ? simulatorBase : defaults.wechatApiBase,
