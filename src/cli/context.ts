@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import type { Clock } from '../clock.js'
 import { loadConfig, type Config } from '../config.js'
 import { migrateToLatest, openDatabase, type Db } from '../db/connection.js'
@@ -32,12 +34,38 @@ export interface CliContext {
   print(result: unknown, text: string): void
 }
 
-/** Opens the database of the configured environment, migrated unless `migrate` is false, for one command. */
-export async function openContext(io: CliIo, json: boolean, migrate = true): Promise<CliContext> {
+const POSTGRES_URL = /^postgres(ql)?:\/\//i
+
+/**
+ * The database as the operator should see it: a SQLite file by its absolute path (a relative
+ * MINIGATE_DB depends on the folder the command runs in), a PostgreSQL URL without its password.
+ */
+export function describeDatabase(dbFile: string): string {
+  if (!POSTGRES_URL.test(dbFile)) return dbFile === ':memory:' ? dbFile : resolve(dbFile)
+  try {
+    const url = new URL(dbFile)
+    if (url.password) url.password = '***'
+    return url.toString()
+  } catch {
+    return 'a PostgreSQL URL that does not parse'
+  }
+}
+
+/**
+ * Opens the database of the configured environment for one command, and says on stderr which one it
+ * is. Only `migrate` (`create`) may create a database: any other command run from the wrong folder
+ * would quietly open a new, empty one. Unless `migrate` is false the schema is brought up to date.
+ */
+export async function openContext(io: CliIo, json: boolean, options: { migrate: boolean; create: boolean }): Promise<CliContext> {
   const config = loadConfig(io.env)
+  const where = describeDatabase(config.dbFile)
+  if (!options.create && !POSTGRES_URL.test(config.dbFile) && config.dbFile !== ':memory:' && !existsSync(config.dbFile)) {
+    throw new CliError(`no database at ${where} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB`)
+  }
+  io.stderr(`database: ${where}\n`)
   const db = openDatabase(config.dbFile)
   try {
-    if (migrate) await migrateToLatest(db)
+    if (options.migrate) await migrateToLatest(db)
   } catch (error) {
     await db.destroy()
     throw error

@@ -4,7 +4,16 @@ import type { TestApp } from './app.js'
 export interface CliOutput {
   code: number
   stdout: string
+  /** stderr without the `database: ...` line every command that opens the database begins with. */
   stderr: string
+  /** What that line named, if it came. */
+  database?: string
+}
+
+/** Takes the leading `database: <where>` line off a command's stderr. */
+export function splitDatabaseLine(stderr: string): { stderr: string; database?: string } {
+  const match = /^database: (.*)\n/.exec(stderr)
+  return match ? { stderr: stderr.slice(match[0].length), database: match[1] as string } : { stderr }
 }
 
 /** Runs the minigate CLI in-process against a test app's database and keys, on its clock. */
@@ -17,5 +26,5 @@ export async function cli(app: TestApp, ...argv: string[]): Promise<CliOutput> {
     stderr: (text) => (stderr += text),
     clock: app.clock,
   })
-  return { code, stdout, stderr }
+  return { code, stdout, ...splitDatabaseLine(stderr) }
 }
