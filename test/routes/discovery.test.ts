@@ -49,7 +49,7 @@ t.test('every endpoint the router mounts is listed in discovery', async (t) => {
   const listed = new Set(Object.values(metadata).filter((value): value is string => typeof value === 'string'))
   // Not endpoints a client looks up: the simulator, the discovery documents themselves, and avatars,
   // whose URLs come from the picture claim.
-  const unlisted = (path: string) => path.startsWith('/_dev/') || path === '/_dev/wechat' || path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server' || path === '/avatars/:id'
+  const unlisted = (path: string) => path.startsWith('/_dev/') || path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server' || path === '/avatars/:id'
   const paths = [...new Set(createRouter(app.deps).stack.map((layer) => String(layer.path)))].filter((path) => !unlisted(path))
   t.ok(paths.length >= 10, `${paths.length} endpoints checked`)
   for (const path of paths) t.ok(listed.has(endpoint(app.url, path)), `${path} is in discovery`)
