@@ -28,6 +28,24 @@ async function unmatchedAsErrors(ctx: Context, next: Next) {
   if (ctx.status === 404 && ctx.body === undefined) throw new NotFound('no such endpoint')
 }
 
+/** Every endpoint of minigate (and the simulator's, when it is on). Discovery lists them; a test checks it does. */
+export function createRouter(deps: AppDeps): Router {
+  const router = new Router()
+  mountDiscovery(router, deps)
+  mountJwks(router, deps)
+  mountToken(router, deps)
+  mountRevoke(router, deps)
+  mountIntrospect(router, deps)
+  mountUserinfo(router, deps)
+  mountLogout(router, deps)
+  mountAvatar(router, deps)
+  mountWeChatPhone(router, deps)
+  mountWeChatDecrypt(router, deps)
+  mountHealthz(router, deps)
+  if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
+  return router
+}
+
 /**
  * Builds the minigate HTTP application from explicit dependencies; it reads no environment and holds
  * no global state, so tests build as many as they like.
@@ -42,20 +60,7 @@ export function createApp(deps: AppDeps): Koa {
     else deps.log.error({ err: safeError(error) }, 'error outside the request pipeline')
   })
 
-  const router = new Router()
-  mountDiscovery(router, deps)
-  mountJwks(router, deps)
-  mountToken(router, deps)
-  mountRevoke(router, deps)
-  mountIntrospect(router, deps)
-  mountUserinfo(router, deps)
-  mountLogout(router, deps)
-  mountAvatar(router, deps)
-  mountWeChatPhone(router, deps)
-  mountWeChatDecrypt(router, deps)
-  mountHealthz(router, deps)
-  if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
-
+  const router = createRouter(deps)
   app.use(requestLog(deps.log))
   app.use(renderErrors(deps.log))
   app.use(unmatchedAsErrors)

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto'
+import { statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 
 /**
  * Every setting of minigate, its default, and the parsing of the environment.
@@ -17,6 +19,14 @@ export interface WeChatApp {
 export interface Service {
   id: string
   secretHash: string
+}
+
+/** Per-minute rate limits (see `defaults.rateLimits`). */
+export interface RateLimitSettings {
+  ip: number
+  client: number
+  user: number
+  wechat: number
 }
 
 export interface Config {
@@ -55,8 +65,8 @@ export interface Config {
   purgeInterval: number
   jwksMaxAge: number
   avatarMaxBytes: number
-  /** Requests per minute per IP on /token, and refreshes per client and per user; null when off. */
-  rateLimits: { ip: number; client: number; user: number } | null
+  /** Requests per minute: per IP on /token and /revoke, refreshes per client and per user, and each WeChat data endpoint per user; null when off. */
+  rateLimits: RateLimitSettings | null
   /** Proxy hops in front of minigate whose X-Forwarded-For is trusted (0: the socket address is the client). */
   trustProxy: number
   logLevel: string
@@ -82,8 +92,12 @@ export const defaults = {
   wechatTimeoutMs: 5000,
   /** `stable_token`: every instance shares one WeChat access_token; `token` invalidates the previous one on each fetch. */
   wechatTokenApi: 'stable_token',
-  /** Rate limits per minute: /token requests per IP (generous: mobile carriers share addresses), refreshes per client and per user. */
-  rateLimits: { ip: 300, client: 6000, user: 30 },
+  /**
+   * Rate limits per minute: /token and /revoke requests per IP (generous: mobile carriers share
+   * addresses), refreshes per client and per user, and calls of /wechat/decrypt and of /wechat/phone per
+   * user (a real user makes a few a session; an attacker probing the decryption needs thousands).
+   */
+  rateLimits: { ip: 300, client: 6000, user: 30, wechat: 10 },
   /** Largest avatar upload, in bytes. */
   avatarMaxBytes: 2 * 1024 * 1024,
   /** The `aud` of access tokens: the business services that accept them. */
@@ -151,16 +165,16 @@ function flag(env: Env, name: string): boolean {
   throw new ConfigError(`${name} must be 1 or 0, got "${env[name]}"`)
 }
 
-/** `off`, `on` (the defaults), or `ip=300,client=6000,user=30` (per minute; unnamed ones keep their default). */
+/** `off`, `on` (the defaults), or `ip=300,client=6000,user=30,wechat=10` (per minute; unnamed ones keep their default). */
 function rateLimits(env: Env): Config['rateLimits'] {
   const raw = env.MINIGATE_RATE_LIMITS?.trim().toLowerCase() ?? ''
   if (raw === 'off') return null
-  const limits: { ip: number; client: number; user: number } = { ...defaults.rateLimits }
+  const limits: RateLimitSettings = { ...defaults.rateLimits }
   if (raw === '' || raw === 'on') return limits
   for (const item of raw.split(',')) {
-    const match = /^(ip|client|user)=(\d{1,7})$/.exec(item.trim())
-    if (!match || Number(match[2]) < 1) throw new ConfigError(`MINIGATE_RATE_LIMITS must be off, on, or like ip=300,client=6000,user=30 (per minute), got "${raw}"`)
-    limits[match[1] as keyof typeof limits] = Number(match[2])
+    const match = /^(ip|client|user|wechat)=(\d{1,7})$/.exec(item.trim())
+    if (!match || Number(match[2]) < 1) throw new ConfigError(`MINIGATE_RATE_LIMITS must be off, on, or like ip=300,client=6000,user=30,wechat=10 (per minute), got "${raw}"`)
+    limits[match[1] as keyof RateLimitSettings] = Number(match[2])
   }
   return limits
 }
@@ -224,6 +238,34 @@ export function parseServices(raw: string): Service[] {
   return parseCredentials(raw, 'MINIGATE_SERVICES', 'id', 16).map(({ id, secret }) => ({ id, secretHash: hashServiceSecret(secret) }))
 }
 
+/** What WeChat issues: an appid is `wx` and 16 hex digits, an AppSecret 32 hex digits. */
+const WECHAT_APPID = /^wx[0-9a-f]{16}$/i
+const WECHAT_SECRET = /^[0-9a-f]{32}$/i
+
+/** Production refuses WECHAT_APPS entries that cannot be real (a placeholder, a typo); the message never shows a secret. */
+function checkProductionApps(apps: WeChatApp[]): void {
+  for (const [index, app] of apps.entries()) {
+    if (!WECHAT_APPID.test(app.appid)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} must have an appid of wx and 16 hex digits when NODE_ENV=production`)
+    if (!WECHAT_SECRET.test(app.secret)) throw new ConfigError(`WECHAT_APPS entry ${index + 1} (${app.appid}) needs an AppSecret of 32 hex digits when NODE_ENV=production`)
+  }
+}
+
+/**
+ * Production never creates the folder of the SQLite file: a missing one is far likelier a mistyped
+ * MINIGATE_DB than a first start, and a new empty database would lose every user quietly.
+ */
+function checkProductionDbFolder(dbFile: string): void {
+  if (/^postgres(ql)?:\/\//i.test(dbFile) || dbFile === ':memory:') return
+  const folder = dirname(resolve(dbFile))
+  let isFolder: boolean
+  try {
+    isFolder = statSync(folder).isDirectory()
+  } catch {
+    throw new ConfigError(`MINIGATE_DB: the folder ${folder} does not exist (it is not created when NODE_ENV=production)`)
+  }
+  if (!isFolder) throw new ConfigError(`MINIGATE_DB: ${folder} is not a folder`)
+}
+
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */
 export function loadConfig(env: Env): Config {
   const production = env.NODE_ENV === 'production'
@@ -241,6 +283,11 @@ export function loadConfig(env: Env): Config {
   if (production && simulatorAsked) {
     throw new ConfigError('MINIGATE_WECHAT_SIMULATOR cannot be on when NODE_ENV=production')
   }
+  // OpenID Connect requires an https issuer; outside production http is fine (tests, localhost).
+  if (production && new URL(issuer).protocol !== 'https:') {
+    throw new ConfigError(env.MINIGATE_ISSUER ? 'MINIGATE_ISSUER must be https when NODE_ENV=production' : 'MINIGATE_ISSUER must be set to the https URL of minigate when NODE_ENV=production')
+  }
+  if (production) checkProductionApps(apps)
   const simulator = development || simulatorAsked
   const loopback = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   const simulatorBase = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}/_dev/wechat`
@@ -263,6 +310,9 @@ export function loadConfig(env: Env): Config {
   if (audience === issuer) throw new ConfigError('MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER (the audience of refresh tokens)')
   if ((development ? [DEV_APP] : apps).some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
 
+  const dbFile = env.MINIGATE_DB?.trim() || defaults.dbFile
+  if (production) checkProductionDbFolder(dbFile)
+
   const logLevel = env.MINIGATE_LOG_LEVEL?.trim() || defaults.logLevel
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError(`MINIGATE_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`)
@@ -274,7 +324,7 @@ export function loadConfig(env: Env): Config {
     port,
     host,
     issuer,
-    dbFile: env.MINIGATE_DB?.trim() || defaults.dbFile,
+    dbFile,
     keysDir: env.MINIGATE_KEYS_DIR?.trim() || defaults.keysDir,
     dataKeys: dataKeys(env),
     dbPoolSize: integer(env, 'MINIGATE_DB_POOL_SIZE', defaults.dbPoolSize, 1, 200),

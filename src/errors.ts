@@ -84,14 +84,10 @@ export class InvalidScope extends OAuthError {
   override readonly status = 400
 }
 
-export class AccessDenied extends OAuthError {
-  override readonly code = 'access_denied'
-  override readonly status = 403
-}
-
 /**
- * WeChat data that does not open: 400 with a code of its own (`bad_iv`, `bad_padding`: the session_key
- * is stale, call wx.login() again; `watermark_mismatch`; `bad_signature`; ...), so the app knows what to do.
+ * WeChat data that does not open: 400 with a code of its own. Malformed input (`bad_iv`,
+ * `bad_encrypted_data`) and an unusable stored key (`bad_session_key`) are told apart; everything that
+ * depends on the session_key is one `decryption_failed` (see `decryptWeChatData`).
  */
 export class DecryptionFailed extends OAuthError {
   override readonly status = 400

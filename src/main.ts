@@ -1,5 +1,6 @@
 import { createServer, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { dirname, resolve, sep } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { createApp } from './app.js'
 import { systemClock } from './clock.js'
@@ -91,16 +92,55 @@ export async function start(env: Record<string, string | undefined>, log?: Logge
   }
 }
 
+/** The variable that names a path minigate failed to use: the keys folder or the database's. */
+function variableOfPath(path: string, env: Record<string, string | undefined>): { variable: string; path: string } | undefined {
+  const config = loadConfig(env)
+  const failed = resolve(path)
+  const within = (folder: string) => failed === folder || failed.startsWith(`${folder}${sep}`)
+  if (within(resolve(config.keysDir))) return { variable: 'MINIGATE_KEYS_DIR', path: resolve(config.keysDir) }
+  if (within(dirname(resolve(config.dbFile)))) return { variable: 'MINIGATE_DB', path: failed }
+  return undefined
+}
+
+/**
+ * One line saying what to change, for a start that failed on the operator's settings (a busy port, a
+ * host that does not resolve, a keys folder that is a file...); undefined for anything else, a bug whose
+ * stack trace is wanted.
+ *
+ * @example const message = startupFailure(error, process.env)
+ */
+export function startupFailure(error: unknown, env: Record<string, string | undefined>): string | undefined {
+  if (error instanceof ConfigError || error instanceof KeyFileError) return error.message
+  const { code, syscall, port, address, hostname, path } = (error ?? {}) as NodeJS.ErrnoException & { port?: number; address?: string; hostname?: string }
+  if (syscall === 'listen') {
+    if (code === 'EADDRINUSE') return `port ${port} is in use (PORT)`
+    if (code === 'EACCES') return `no permission to listen on port ${port} (PORT): ports below 1024 need privileges, pick another`
+    if (code === 'EADDRNOTAVAIL') return `address ${address} is not an address of this machine (HOST)`
+  }
+  if (syscall === 'getaddrinfo' && (code === 'ENOTFOUND' || code === 'EAI_AGAIN')) {
+    return `host ${hostname} ${code === 'ENOTFOUND' ? 'does not resolve' : 'could not be resolved (DNS did not answer)'} (HOST)`
+  }
+  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_NOTADB') {
+    return `${resolve(loadConfig(env).dbFile)} ${code === 'SQLITE_NOTADB' ? 'is not a SQLite database' : 'cannot be opened as a database'} (MINIGATE_DB)`
+  }
+  const named = typeof path === 'string' ? variableOfPath(path, env) : undefined
+  if (named) {
+    if (code === 'EEXIST' || code === 'ENOTDIR') return `${named.path} must be a folder, and it or a folder above it is a file (${named.variable})`
+    if (code === 'EACCES' || code === 'EPERM') return `no permission to use ${path} (${named.variable})`
+    if (code === 'EROFS') return `${path} is on a read-only file system (${named.variable})`
+  }
+  return undefined
+}
+
 async function main(): Promise<void> {
   let running: Running
   try {
     running = await start(process.env)
   } catch (error) {
-    if (error instanceof ConfigError || error instanceof KeyFileError) {
-      process.stderr.write(`minigate: ${error.message}\n`)
-      process.exit(1)
-    }
-    throw error
+    const message = startupFailure(error, process.env)
+    if (message === undefined) throw error
+    process.stderr.write(`minigate: ${message}\n`)
+    process.exit(1)
   }
   let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

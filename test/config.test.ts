@@ -1,7 +1,17 @@
+import { writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ConfigError, DEV_APP, defaults, hashServiceSecret, loadConfig, parseApps, parseServices } from '../src/config.js'
 
 const SECRET = 'f3a1b2c3d4e5f60718293a4b5c6d7e8f'
+
+const PROD_APPID = 'wx0123456789abcdef'
+
+/** A production environment that passes every check (loadConfig only looks for the database folder, it creates nothing). */
+function production(extra: Record<string, string> = {}): Record<string, string> {
+  return { NODE_ENV: 'production', WECHAT_APPS: `${PROD_APPID}:${SECRET}`, MINIGATE_ISSUER: 'https://id.example.com', MINIGATE_DB: join(tmpdir(), 'minigate.sqlite'), ...extra }
+}
 
 /** Runs `fn`, which must throw a ConfigError; returns its message. */
 function configError(t: Test, fn: () => unknown): string {
@@ -118,11 +128,11 @@ t.test('production requires real WeChat apps and refuses the simulator', async (
   t.match(noApps, /WECHAT_APPS/)
   t.match(noApps, /production/)
 
-  const simulator = configError(t, () => loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}`, MINIGATE_WECHAT_SIMULATOR: '1' }))
+  const simulator = configError(t, () => loadConfig(production({ MINIGATE_WECHAT_SIMULATOR: '1' })))
   t.match(simulator, /MINIGATE_WECHAT_SIMULATOR/)
   t.notOk(simulator.includes(SECRET))
 
-  const config = loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}` })
+  const config = loadConfig(production())
   t.equal(config.production, true)
   t.equal(config.development, false)
   t.equal(config.simulator, false)
@@ -281,7 +291,7 @@ t.test('MINIGATE_SERVICES: hashed secrets, a development default, errors without
 
 t.test('rate limits are on by default, "off" disables them, and bad values name the variable', async (t) => {
   const limits = loadConfig({}).rateLimits
-  t.ok(limits && limits.ip > 0 && limits.client > 0 && limits.user > 0, 'on by default, every limit positive')
+  t.ok(limits && limits.ip > 0 && limits.client > 0 && limits.user > 0 && limits.wechat > 0, 'on by default, every limit positive')
   t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'on' }).rateLimits, limits)
   t.equal(loadConfig({ MINIGATE_RATE_LIMITS: 'off' }).rateLimits, null, 'off for benchmarks and load tests')
   t.equal(loadConfig({ MINIGATE_RATE_LIMITS: ' OFF ' }).rateLimits, null)
@@ -305,9 +315,45 @@ t.test('the access-token audience cannot be the audience of refresh or ID tokens
 })
 
 t.test('in production the WeChat API is reached over https only', async (t) => {
-  const message = configError(t, () => loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'http://api.weixin.qq.com' }))
+  const message = configError(t, () => loadConfig(production({ WECHAT_API_BASE: 'http://api.weixin.qq.com' })))
   t.match(message, /WECHAT_API_BASE must be https/)
   t.notMatch(message, new RegExp(SECRET))
-  t.equal(loadConfig({ NODE_ENV: 'production', WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'https://proxy.example.com' }).wechatApiBase, 'https://proxy.example.com')
+  t.equal(loadConfig(production({ WECHAT_API_BASE: 'https://proxy.example.com' })).wechatApiBase, 'https://proxy.example.com')
   t.equal(loadConfig({ WECHAT_APPS: `wx1:${SECRET}`, WECHAT_API_BASE: 'http://127.0.0.1:9' }).wechatApiBase, 'http://127.0.0.1:9', 'http is fine outside production')
+})
+
+t.test('production preflight: an https issuer, real-looking WeChat credentials, an existing database folder', async (t) => {
+  t.equal(loadConfig(production()).issuer, 'https://id.example.com', 'a complete production environment loads')
+
+  t.equal(configError(t, () => loadConfig(production({ MINIGATE_ISSUER: 'http://id.example.com' }))), 'MINIGATE_ISSUER must be https when NODE_ENV=production')
+  t.equal(configError(t, () => loadConfig(production({ MINIGATE_ISSUER: '' }))), 'MINIGATE_ISSUER must be set to the https URL of minigate when NODE_ENV=production', 'the http://localhost default is refused too')
+
+  const short = configError(t, () => loadConfig(production({ WECHAT_APPS: `${PROD_APPID}:x` })))
+  t.equal(short, `WECHAT_APPS entry 1 (${PROD_APPID}) needs an AppSecret of 32 hex digits when NODE_ENV=production`)
+  const notHex = `${SECRET.slice(0, 31)}g`
+  const second = configError(t, () => loadConfig(production({ WECHAT_APPS: `${PROD_APPID}:${SECRET},wxfedcba9876543210:${notHex}` })))
+  t.match(second, /^WECHAT_APPS entry 2 \(wxfedcba9876543210\) needs an AppSecret of 32 hex digits/)
+  t.notOk(second.includes(notHex), 'the secret is not in the message')
+  for (const appid of ['wx1', 'wxProd', 'wx0123456789abcdeg', 'xx0123456789abcdef', 'wx0123456789abcdef0']) {
+    const message = configError(t, () => loadConfig(production({ WECHAT_APPS: `${appid}:${SECRET}` })))
+    t.equal(message, 'WECHAT_APPS entry 1 must have an appid of wx and 16 hex digits when NODE_ENV=production', `appid ${appid}`)
+  }
+  t.equal(loadConfig(production({ WECHAT_APPS: `WX0123456789ABCDEF:${SECRET.toUpperCase()}` })).apps[0]?.appid, 'WX0123456789ABCDEF', 'hex digits in either case')
+
+  const dir = t.testdir({ 'a-file': 'x' })
+  const missing = join(dir, 'no-such-folder', 'minigate.sqlite')
+  t.equal(configError(t, () => loadConfig(production({ MINIGATE_DB: missing }))), `MINIGATE_DB: the folder ${join(dir, 'no-such-folder')} does not exist (it is not created when NODE_ENV=production)`)
+  t.equal(configError(t, () => loadConfig(production({ MINIGATE_DB: join(dir, 'a-file', 'minigate.sqlite') }))), `MINIGATE_DB: ${join(dir, 'a-file')} is not a folder`)
+  for (const url of ['postgres://minigate:pw@db.internal/minigate', 'postgresql://db.internal/minigate']) {
+    t.equal(loadConfig(production({ MINIGATE_DB: url })).dbFile, url, `${url.split(':')[0]}: not a file, not checked here`)
+  }
+  writeFileSync(join(dir, 'existing.sqlite'), '')
+  t.equal(loadConfig(production({ MINIGATE_DB: join(dir, 'existing.sqlite') })).dbFile, join(dir, 'existing.sqlite'))
+})
+
+t.test('outside production the preflight stays lenient', async (t) => {
+  const config = loadConfig({ WECHAT_APPS: 'wx1:x', MINIGATE_ISSUER: 'http://id.example.com', MINIGATE_DB: join(t.testdir(), 'not', 'yet', 'minigate.sqlite') })
+  t.equal(config.issuer, 'http://id.example.com', 'http issuer')
+  t.same(config.apps, [{ appid: 'wx1', secret: 'x' }], 'a short appid and a one-character secret')
+  t.match(config.dbFile, /not\/yet\/minigate\.sqlite$/, 'a database folder that does not exist yet')
 })

@@ -80,7 +80,9 @@ t.test('WECHAT_APPS with MINIGATE_WECHAT_SIMULATOR=1 logs the simulator warning'
 
 t.test('real WeChat apps: no warning, no simulator', async (t) => {
   const { log, lines } = capture()
-  const running = await start(env(t, { WECHAT_APPS: 'wxProd:prod-secret-value', NODE_ENV: 'production' }), log)
+  // Production wants an existing database folder: the test's own directory.
+  const production = { WECHAT_APPS: 'wx0123456789abcdef:0123456789abcdef0123456789abcdef', NODE_ENV: 'production', MINIGATE_ISSUER: 'https://id.example.com', MINIGATE_DB: join(t.testdir(), 'minigate.sqlite') }
+  const running = await start(env(t, production), log)
   t.teardown(() => running.close())
   const warnings = lines().filter((line) => line.level >= 40)
   t.same(warnings, [], 'no warning')

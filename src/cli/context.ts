@@ -1,6 +1,8 @@
+import { resolve } from 'node:path'
 import type { Clock } from '../clock.js'
 import { loadConfig, type Config } from '../config.js'
 import { migrateToLatest, openDatabase, type Db } from '../db/connection.js'
+import { DatabaseMissing, describeLocation, isPostgresUrl } from '../db/dialect.js'
 import { loadSecretBox, type SecretBox } from '../keys/data-key.js'
 import { keyTiming } from '../keys/key-ring.js'
 import type { KeyGenerator } from '../keys/signing-keys.js'
@@ -37,12 +39,32 @@ export interface CliContext {
   print(result: unknown, text: string): void
 }
 
-/** Opens the database of the configured environment, migrated unless `migrate` is false, for one command. */
-export async function openContext(io: CliIo, json: boolean, migrate = true): Promise<CliContext> {
+/**
+ * The database as the operator should see it: a SQLite file by its absolute path (a relative
+ * MINIGATE_DB depends on the folder the command runs in), a PostgreSQL URL without its password.
+ */
+export function describeDatabase(dbFile: string): string {
+  return isPostgresUrl(dbFile) || dbFile === ':memory:' ? describeLocation(dbFile) : resolve(dbFile)
+}
+
+/**
+ * Opens the database of the configured environment for one command, and says on stderr which one it
+ * is. Only `migrate` (`create`) may create a database: any other command run from the wrong folder
+ * would quietly open a new, empty one. Unless `migrate` is false the schema is brought up to date.
+ */
+export async function openContext(io: CliIo, json: boolean, options: { migrate: boolean; create: boolean }): Promise<CliContext> {
   const config = loadConfig(io.env)
-  const db = openDatabase(config.dbFile)
+  const where = describeDatabase(config.dbFile)
+  let db: Db
   try {
-    if (migrate) await migrateToLatest(db)
+    db = openDatabase(config.dbFile, { create: options.create })
+  } catch (error) {
+    if (error instanceof DatabaseMissing) throw new CliError(`no database at ${where} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB`)
+    throw error
+  }
+  io.stderr(`database: ${where}\n`)
+  try {
+    if (options.migrate) await migrateToLatest(db)
   } catch (error) {
     await db.destroy()
     throw error

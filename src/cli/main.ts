@@ -5,7 +5,7 @@ import { systemClock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { migrateToLatest } from '../db/connection.js'
 import { KeyFileError } from '../keys/signing-keys.js'
-import { CliError, openContext, UsageError, type CliIo } from './context.js'
+import { CliError, describeDatabase, openContext, UsageError, type CliIo } from './context.js'
 import { keysCommand, keysHelp } from './keys.js'
 import { sessionsCommand, sessionsHelp } from './sessions.js'
 import { usersCommand, usersHelp } from './users.js'
@@ -18,9 +18,10 @@ export const help = `minigate: the operator command line (works while the server
   minigate sessions list|revoke
 
 Every command takes --help and --json. It reads the same environment as the server
-(MINIGATE_DB, MINIGATE_KEYS_DIR, TTLs). Exit codes: 0 done, 1 refused or failed, 2 usage error.`
+(MINIGATE_DB, MINIGATE_KEYS_DIR, TTLs), names the database it opened on stderr, and creates
+none but with migrate. Exit codes: 0 done, 1 refused or failed, 2 usage error.`
 
-const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema.' }
+const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema, creating it if there is none.' }
 
 interface ParsedArgs {
   values: { json?: boolean; force?: boolean; help?: boolean; user?: string }
@@ -79,7 +80,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   let ctx
   try {
-    ctx = await openContext(io, values.json ?? false, group !== 'migrate')
+    ctx = await openContext(io, values.json ?? false, { migrate: group !== 'migrate', create: group === 'migrate' })
   } catch (error) {
     io.stderr(`minigate: ${(error as Error).message}\n`)
     return 1
@@ -87,7 +88,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
     if (group === 'migrate') {
       const { results = [] } = await migrateToLatest(ctx.db)
-      ctx.print({ applied: results.map((result) => result.migrationName) }, `${ctx.config.dbFile} is at the newest schema`)
+      ctx.print({ applied: results.map((result) => result.migrationName) }, `${describeDatabase(ctx.config.dbFile)} is at the newest schema`)
     } else if (group === 'keys') await keysCommand(ctx, rest, values.force ?? false)
     else if (group === 'users') await usersCommand(ctx, rest)
     else await sessionsCommand(ctx, rest, values.user)

@@ -7,7 +7,7 @@ import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
 import { deleteUser, insertOrFindUserByUnionid, insertUser, linkUnionid, lockUser } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
-import { AccessDenied, InvalidGrant } from '../errors.js'
+import { InvalidGrant } from '../errors.js'
 import type { Params } from '../http/body.js'
 import type { GrantRequest } from './grant.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
@@ -109,7 +109,7 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
   })
   if ('disabled' in result) {
     deps.log.warn({ event: 'login_refused_user_disabled', sub: result.disabled, client_id: app.appid }, 'login of a disabled user refused')
-    throw new AccessDenied('this user is disabled')
+    throw new InvalidGrant('this user is disabled')
   }
   deps.log.info(
     { event: 'login', sub: result.user.id, sid: result.login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },

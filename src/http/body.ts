@@ -21,15 +21,23 @@ const parser = bodyParser({
   queryString: { allowDots: false, depth: 0, arrayLimit: 100, parameterLimit: 100, throwOnLimitExceeded: true },
 } as bodyParser.Options)
 
+/** No body at all: no content type, no length (or 0), not chunked. */
+function bodyless(ctx: Context): boolean {
+  return ctx.get('Content-Type') === '' && ctx.get('Transfer-Encoding') === '' && !(Number(ctx.get('Content-Length')) > 0)
+}
+
 /**
- * Parses a form or JSON body (RFC 6749 §3.2 endpoints) into `ctx.state.params`. Another content type is
- * 415; a malformed body, a repeated parameter, or a value that is not a string is `invalid_request`.
+ * Parses a form or JSON body (RFC 6749 §3.2 endpoints) into `ctx.state.params`. No body at all is
+ * `invalid_request`; another content type is 415; a malformed body, a repeated parameter, or a value
+ * that is not a string is `invalid_request`.
  *
  * @example router.post('/token', parseParams(), tokenEndpoint)
  */
 export function parseParams(types: Array<'form' | 'json'> = ['form', 'json'], options: { scalars?: boolean } = {}): Middleware {
   const accepted = types.map((type) => (type === 'form' ? FORM : JSON_TYPE))
   return async function parseParamsMiddleware(ctx: Context, next: Next) {
+    // A client that forgot the body altogether is missing parameters, not speaking another media type.
+    if (bodyless(ctx)) throw new InvalidRequest(`the request body is required: send the parameters as ${accepted.join(' or ')}`)
     if (!ctx.request.is(...accepted)) {
       throw new UnsupportedMediaType(`the body must be ${accepted.join(' or ')}`)
     }

@@ -1,6 +1,8 @@
 import type { Context, Next } from 'koa'
 import type { Clock } from '../clock.js'
+import type { RateLimitSettings } from '../config.js'
 import { TooManyRequests } from '../errors.js'
+import type { AccessTokenClaims } from '../tokens/claims.js'
 
 /** Keys a limiter remembers at most; the least recently seen are forgotten first. */
 const MAX_KEYS = 100_000
@@ -51,16 +53,23 @@ export class RateLimiter {
 
 /** The limiters of an app; absent when `MINIGATE_RATE_LIMITS=off`. */
 export interface RateLimits {
-  /** Requests to /token per client IP. */
+  /** Requests to /token and /revoke per client IP. */
   ip: RateLimiter
   /** Refreshes per client (appid). */
   client: RateLimiter
   /** Refreshes per user. */
   user: RateLimiter
+  /** Calls of each WeChat data endpoint (/wechat/decrypt, /wechat/phone) per user. */
+  wechat: RateLimiter
 }
 
-export function createRateLimits(settings: { ip: number; client: number; user: number }, clock: Clock): RateLimits {
-  return { ip: new RateLimiter(settings.ip, clock), client: new RateLimiter(settings.client, clock), user: new RateLimiter(settings.user, clock) }
+export function createRateLimits(settings: RateLimitSettings, clock: Clock): RateLimits {
+  return {
+    ip: new RateLimiter(settings.ip, clock),
+    client: new RateLimiter(settings.client, clock),
+    user: new RateLimiter(settings.user, clock),
+    wechat: new RateLimiter(settings.wechat, clock),
+  }
 }
 
 /**
@@ -96,6 +105,18 @@ export function addressKey(ip: string): string {
 export function limitByIp(limits: RateLimits | undefined) {
   return async function rateLimitByIp(ctx: Context, next: Next) {
     enforce(limits?.ip, addressKey(ctx.ip), 'from this address')
+    await next()
+  }
+}
+
+/**
+ * Limits an endpoint's requests per user (the `sub` of the access token `requireAccessToken` checked);
+ * each endpoint has its own bucket in `limiter`.
+ */
+export function limitByUser(limiter: RateLimiter | undefined, endpoint: string) {
+  return async function rateLimitByUser(ctx: Context, next: Next) {
+    const claims: AccessTokenClaims = ctx.state.claims
+    enforce(limiter, `${endpoint} ${claims.sub}`, `to ${endpoint} for this user`)
     await next()
   }
 }

@@ -4,9 +4,11 @@ import { recordEvent } from '../db/audit.js'
 import { revokeAccessToken } from '../db/revoked-access-tokens.js'
 import { revokeFamily } from '../db/sessions.js'
 import type { AppDeps } from '../deps.js'
+import { InvalidRequest } from '../errors.js'
 import { resolveClient } from '../grants/client.js'
 import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
+import { limitByIp } from '../http/rate-limit.js'
 import { byHint } from '../tokens/by-hint.js'
 import type { AccessTokenClaims, RefreshTokenClaims } from '../tokens/claims.js'
 import { verifyAccessToken, verifyRefreshToken } from '../tokens/verify.js'
@@ -22,25 +24,32 @@ function identify(deps: AppDeps, token: string, hint: string | undefined): Promi
 }
 
 /**
- * `POST /revoke` (RFC 7009). A refresh token ends its whole login; an access token is refused from then
- * on by introspection and `/userinfo` until it expires. Unknown, malformed, expired or already revoked
- * tokens, and tokens of another client (left alone), all answer 200.
+ * `POST /revoke` (RFC 7009), limited per client IP like `/token`. A refresh token ends its whole login;
+ * an access token is refused from then on by introspection and `/userinfo` until it expires. Unknown,
+ * malformed, expired or already revoked tokens answer 200; an unexpired token of another client is
+ * refused (400) and left alone. Only a revocation that changed something is audited and logged, so
+ * repeating one writes nothing.
  */
 export function mountRevoke(router: Router, deps: AppDeps): void {
-  router.post('/revoke', noStore, parseParams(), async function revocationEndpoint(ctx) {
+  router.post('/revoke', noStore, limitByIp(deps.limits), parseParams(), async function revocationEndpoint(ctx) {
     const params: Params = ctx.state.params
     const app = resolveClient(deps.config.apps, params.client_id)
     const token = required(params, 'token')
     const found = await identify(deps, token, params.token_type_hint)
-    if (found && found.claims.client_id === app.appid) {
+    if (found) {
       const { claims } = found
-      await deps.db.transaction().execute(async (trx) => {
+      // RFC 7009 §2.1: a token issued to another client is refused, and left alive. 400 invalid_request
+      // is node-oidc-provider's answer; unauthorized_client (RFC 6749 §5.2) is about grant types.
+      if (claims.client_id !== app.appid) throw new InvalidRequest('this token was issued to another client')
+      const changed = await deps.db.transaction().execute(async (trx) => {
         const now = epochSeconds(deps.clock)
-        if (found.kind === 'refresh_token') await revokeFamily(trx, claims.sid, now, 'revoked')
-        else await revokeAccessToken(trx, claims.jti, claims.exp, now)
-        await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}`, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
+        const revoked = found.kind === 'refresh_token' ? await revokeFamily(trx, claims.sid, now, 'revoked') : await revokeAccessToken(trx, claims.jti, claims.exp, now)
+        if (revoked) {
+          await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}`, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
+        }
+        return revoked
       })
-      deps.log.info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
+      if (changed) deps.log.info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
     }
     ctx.status = 200
     ctx.body = ''

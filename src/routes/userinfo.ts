@@ -1,4 +1,5 @@
 import type Router from '@koa/router'
+import type { Context } from 'koa'
 import { epochSeconds } from '../clock.js'
 import type { User } from '../db/schema.js'
 import { updateProfile } from '../db/users.js'
@@ -14,12 +15,35 @@ import { endpoint } from '../config.js'
 
 const PROFILE_FIELDS = new Set(['nickname', 'picture'])
 
-/** A nickname from `<input type="nickname">`: trimmed, 1 to 64 characters, no control characters. */
+// Emoji sequences that use invisible characters on purpose; they are taken out before INVISIBLE is
+// applied. A zero-width joiner is allowed only between two emoji (👨‍👩‍👧, ❤️‍🔥, 👨🏽‍💻): between letters it
+// hides nothing visible but makes two names that look alike differ.
+/** Subdivision flags (🏴 + tag characters + cancel tag). */
+const EMOJI_TAG_SEQUENCE = /\u{1F3F4}[\u{E0020}-\u{E007E}]+\u{E007F}/gu
+/** Emoji or text presentation after a pictograph, and the emoji selector of a keycap (1️⃣). */
+const EMOJI_PRESENTATION = /(?<=\p{Extended_Pictographic})[\uFE0E\uFE0F]|(?<=[#*0-9])\uFE0F(?=\u20E3)/gu
+/** A zero-width joiner between two emoji (the first perhaps with a skin tone). */
+const EMOJI_JOINER = /(?<=\p{Extended_Pictographic}\p{Emoji_Modifier}?)\u200D(?=\p{Extended_Pictographic})/gu
+/**
+ * What lets one name display as another: control and format characters (bidi overrides and isolates,
+ * zero-width spaces and joiners, BOM, soft hyphen), other default-ignorable characters (variation
+ * selectors, Hangul fillers), lone surrogates, the blank braille pattern, and spaces other than the
+ * plain and the ideographic space.
+ */
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]|[^\P{Zs} \u3000]/u
+
+/**
+ * A nickname from `<input type="nickname">`: trimmed, NFC, 1 to 64 characters, nothing invisible (see
+ * INVISIBLE); Chinese, emoji and spaces inside the name are fine.
+ */
 function nickname(value: string): string {
-  const trimmed = value.trim()
+  const trimmed = value.trim().normalize('NFC')
   const length = [...trimmed].length
   if (length < 1 || length > 64) throw new InvalidRequest('nickname must be 1 to 64 characters')
-  if (/[\p{Cc}\u2028\u2029]/u.test(trimmed)) throw new InvalidRequest('nickname must not contain control characters')
+  const withoutEmojiSequences = trimmed.replace(EMOJI_TAG_SEQUENCE, '\u{1F3F4}').replace(EMOJI_PRESENTATION, '').replace(EMOJI_JOINER, '')
+  if (INVISIBLE.test(withoutEmojiSequences)) {
+    throw new InvalidRequest('nickname must not contain control or invisible characters (bidi controls, zero-width characters, unusual spaces)')
+  }
   return trimmed
 }
 
@@ -40,19 +64,23 @@ function picture(value: string, issuer: string): string {
 }
 
 /**
- * `GET /userinfo`: OpenID Connect claims about the token's user, as far as its scope allows.
- * `PATCH /userinfo` (scope `profile`): sets `nickname` and/or `picture`, the way current mini-programs
- * collect them (chooseAvatar and the nickname input).
+ * `GET /userinfo` and `POST /userinfo` (OpenID Connect Core 5.3.1 asks for both): OpenID Connect claims
+ * about the token's user, as far as its scope allows; the token comes from the Authorization header
+ * only, and a POST body is not read. `PATCH /userinfo` and `POST /userinfo/profile` (scope `profile`):
+ * set `nickname` and/or `picture`, the way current mini-programs collect them (chooseAvatar and the
+ * nickname input). The POST twin exists because `wx.request` cannot send PATCH.
  */
 export function mountUserinfo(router: Router, deps: AppDeps): void {
-  router.get('/userinfo', requireAccessToken(deps), function userinfo(ctx) {
+  function userinfo(ctx: Context) {
     const claims: AccessTokenClaims = ctx.state.claims
     const user: User = ctx.state.user
     ctx.set('Cache-Control', 'no-store')
     ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
-  })
+  }
+  router.get('/userinfo', requireAccessToken(deps), userinfo)
+  router.post('/userinfo', requireAccessToken(deps), userinfo)
 
-  router.patch('/userinfo', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), async function updateUserinfo(ctx) {
+  async function updateUserinfo(ctx: Context) {
     const params: Params = ctx.state.params
     const claims: AccessTokenClaims = ctx.state.claims
     const unknown = Object.keys(params).find((name) => !PROFILE_FIELDS.has(name))
@@ -63,5 +91,7 @@ export function mountUserinfo(router: Router, deps: AppDeps): void {
     if (Object.keys(profile).length === 0) throw new InvalidRequest('send nickname and/or picture')
     const user = await updateProfile(deps.db, claims.sub, profile, epochSeconds(deps.clock))
     ctx.body = { sub: user.id, ...userClaims(user, claims.scope) }
-  })
+  }
+  router.patch('/userinfo', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), updateUserinfo)
+  router.post('/userinfo/profile', noStore, requireAccessToken(deps), requireScope('profile'), parseParams(), updateUserinfo)
 }

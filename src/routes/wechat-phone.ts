@@ -7,6 +7,7 @@ import { InvalidRequest, UpstreamError } from '../errors.js'
 import { parseParams, type Params } from '../http/body.js'
 import { requireAccessToken } from '../http/bearer.js'
 import { noStore } from '../http/no-store.js'
+import { limitByUser } from '../http/rate-limit.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import type { WeChatPhone } from '../wechat/client.js'
 import { validateWeChatCode } from '../wechat/codes.js'
@@ -37,10 +38,10 @@ async function phoneNumberOf(deps: AppDeps, appid: string, code: string): Promis
 
 /**
  * `POST /wechat/phone` (Bearer + `{code}` from `<button open-type="getPhoneNumber">`): binds the verified
- * phone number to the user and returns it.
+ * phone number to the user and returns it. Limited per user.
  */
 export function mountWeChatPhone(router: Router, deps: AppDeps): void {
-  router.post('/wechat/phone', noStore, requireAccessToken(deps), parseParams(), async function bindPhoneNumber(ctx) {
+  router.post('/wechat/phone', noStore, requireAccessToken(deps), limitByUser(deps.limits?.wechat, '/wechat/phone'), parseParams(), async function bindPhoneNumber(ctx) {
     const params: Params = ctx.state.params
     const claims: AccessTokenClaims = ctx.state.claims
     const appid = claims.client_id

@@ -4,8 +4,8 @@ import { isAccessTokenRevoked } from '../db/revoked-access-tokens.js'
 import type { LoginSession, User } from '../db/schema.js'
 import { findLoginSession } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
-import type { AccessTokenClaims, RefreshTokenClaims } from './claims.js'
-import { TokenRejected, verifyAccessToken, verifyRefreshToken, type VerifyDeps } from './verify.js'
+import type { AccessTokenClaims } from './claims.js'
+import { TokenRejected, verifyAccessToken, type VerifyDeps } from './verify.js'
 
 export interface ActiveDeps extends VerifyDeps {
   db: Db
@@ -13,12 +13,6 @@ export interface ActiveDeps extends VerifyDeps {
 
 export interface ActiveAccessToken {
   claims: AccessTokenClaims
-  session: LoginSession
-  user: User
-}
-
-export interface ActiveRefreshToken {
-  claims: RefreshTokenClaims
   session: LoginSession
   user: User
 }
@@ -43,12 +37,4 @@ export async function activeAccessToken(deps: ActiveDeps, token: string): Promis
   const claims = await verifyAccessToken(deps, token)
   if (await isAccessTokenRevoked(deps.db, claims.jti)) throw new TokenRejected('the token has been revoked')
   return { claims, ...(await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))) }
-}
-
-/** A refresh token that verifies, of its login's current generation, whose login is live. */
-export async function activeRefreshToken(deps: ActiveDeps, token: string): Promise<ActiveRefreshToken> {
-  const claims = await verifyRefreshToken(deps, token)
-  const live = await liveLogin(deps.db, claims.sid, claims.sub, epochSeconds(deps.clock))
-  if (claims.gen !== live.session.generation) throw new TokenRejected('the refresh token was already used')
-  return { claims, ...live }
 }

@@ -1,13 +1,12 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 
-/** Why WeChat data could not be opened. Each is a distinct client error. */
-export type DecryptFailure =
-  | 'bad_session_key'
-  | 'bad_iv'
-  | 'bad_encrypted_data'
-  | 'bad_padding'
-  | 'not_json'
-  | 'watermark_mismatch'
+/**
+ * Why WeChat data could not be opened. The format failures (`bad_iv`, `bad_encrypted_data`) need no key
+ * and `bad_session_key` does not depend on the data, so each may be told apart; every failure that
+ * depends on the key and the data is the one `decryption_failed`, or the answers would make a padding
+ * oracle (see `decryptWeChatData`).
+ */
+export type DecryptFailure = 'bad_session_key' | 'bad_iv' | 'bad_encrypted_data' | 'decryption_failed'
 
 export class DecryptError extends Error {
   override name = 'DecryptError'
@@ -18,6 +17,10 @@ export class DecryptError extends Error {
     super(message)
   }
 }
+
+/** The one message of every failure that depends on the session_key. */
+export const DECRYPTION_FAILED =
+  "the data does not open with this user's current session_key for this mini-program: call wx.login(), log in again, and fetch the data again"
 
 /** A WeChat session_key: 16 bytes in base64, 24 characters. */
 export const SESSION_KEY_FORMAT = /^[A-Za-z0-9+/]{22}==$/
@@ -34,8 +37,26 @@ function base64(value: string): Buffer | undefined {
 }
 
 /**
+ * The PKCS#7 padding length of a decrypted buffer (1 to 16), or 0 when its padding is invalid. Reads the
+ * whole last block whatever its bytes say: how long this takes must not tell valid padding from invalid.
+ */
+function paddingLength(plaintext: Buffer): number {
+  const end = plaintext.length
+  const last = plaintext[end - 1] as number
+  let bad = Number(last === 0) | Number(last > 16)
+  for (let i = 1; i <= 16; i += 1) bad |= Number(i <= last) & Number(plaintext[end - i] !== last)
+  return bad === 0 ? last : 0
+}
+
+/**
  * Opens WeChat's encryptedData: AES-128-CBC, PKCS#7, key = the session_key, then JSON whose
  * `watermark.appid` must be `appid` (WxJava and EasyWeChat skip that check; we don't).
+ *
+ * The data carries no MAC and the client chooses the iv, so an answer that told bad padding from bad
+ * JSON from a wrong watermark would be a padding oracle: enough tries would let a client forge data that
+ * opens. Every step that depends on the key therefore runs on every input (the padding check over the
+ * whole last block, JSON.parse even after bad padding, the watermark check) and they fail as one
+ * `decryption_failed`.
  *
  * @example const data = decryptWeChatData({ sessionKey, encryptedData, iv, appid })
  */
@@ -48,24 +69,20 @@ export function decryptWeChatData(input: { sessionKey: string; encryptedData: st
   if (!data || data.length === 0 || data.length % 16 !== 0) {
     throw new DecryptError('bad_encrypted_data', 'encrypted_data must be base64 of a whole number of 16-byte blocks')
   }
-  let plaintext: string
-  try {
-    const decipher = createDecipheriv('aes-128-cbc', key, iv)
-    plaintext = Buffer.concat([decipher.update(data), decipher.final()]).toString('utf8')
-  } catch {
-    throw new DecryptError('bad_padding', 'the data does not decrypt with the current session_key: it is stale, call wx.login() and fetch the data again')
-  }
+  const decipher = createDecipheriv('aes-128-cbc', key, iv)
+  decipher.setAutoPadding(false)
+  const padded = Buffer.concat([decipher.update(data), decipher.final()])
+  const padding = paddingLength(padded)
   let parsed: unknown
   try {
-    parsed = JSON.parse(plaintext)
+    parsed = JSON.parse(padded.subarray(0, padded.length - padding).toString('utf8'))
   } catch {
     parsed = undefined
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new DecryptError('not_json', 'the decrypted data is not a JSON object: the session_key or iv does not match the data')
-  }
-  const watermark = (parsed as { watermark?: { appid?: unknown } }).watermark
-  if (watermark?.appid !== input.appid) throw new DecryptError('watermark_mismatch', 'the data was encrypted for another mini-program')
+  const object = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+  const watermark = object ? (parsed as { watermark?: { appid?: unknown } | null }).watermark : undefined
+  const ours = typeof watermark === 'object' && watermark !== null && watermark.appid === input.appid
+  if (padding === 0 || !object || !ours) throw new DecryptError('decryption_failed', DECRYPTION_FAILED)
   return parsed as Record<string, unknown>
 }
 

@@ -1,5 +1,4 @@
 import {
-  AccessDenied,
   InvalidGrant,
   TemporarilyUnavailable,
   UpstreamError,
@@ -84,7 +83,8 @@ export function loginErrorFor(error: WeChatError): OAuthError {
     case 'code_used':
       return new InvalidGrant('the code was already used; call wx.login() again')
     case 'user_blocked':
-      return new AccessDenied('WeChat refused this user')
+      // RFC 6749 §5.2 gives the token endpoint no access_denied: the grant is what WeChat refused.
+      return new InvalidGrant('WeChat blocked this user as high-risk; they cannot log in')
     default:
       return upstreamErrorFor(error)
   }

@@ -1,11 +1,15 @@
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { keysHelp } from '../../src/cli/keys.js'
+import { describeDatabase } from '../../src/cli/context.js'
 import { help, run } from '../../src/cli/main.js'
 import { sessionsHelp } from '../../src/cli/sessions.js'
 import { usersHelp } from '../../src/cli/users.js'
 import { openDatabase } from '../../src/db/connection.js'
+import { splitDatabaseLine } from '../helpers/cli.js'
 import { TestClock } from '../helpers/clock.js'
 
 interface Output {
@@ -22,11 +26,12 @@ function paths(t: Test): { db: string; keys: string; env: Record<string, string>
   return { db, keys, env: { MINIGATE_DB: db, MINIGATE_KEYS_DIR: keys } }
 }
 
-async function cli(env: Record<string, string>, ...argv: string[]): Promise<Output> {
+/** Runs the CLI in-process; `stderr` without the leading `database: ...` line, which is in `database`. */
+async function cli(env: Record<string, string>, ...argv: string[]): Promise<Output & { database?: string }> {
   let stdout = ''
   let stderr = ''
   const code = await run(argv, { env, stdout: (text) => (stdout += text), stderr: (text) => (stderr += text), clock: new TestClock() })
-  return { code, stdout, stderr }
+  return { code, stdout, ...splitDatabaseLine(stderr) }
 }
 
 t.test('no command: the help on stdout, exit 2', async (t) => {
@@ -102,6 +107,7 @@ t.test('an unknown command or option: exit 2 with the help on stderr', async (t)
   t.equal(missingValue.code, 2, '--user without a value')
   t.notOk(existsSync(db))
   // A kid is base64url: it may begin with "-" and is still a kid, not an option.
+  t.equal((await cli(env, 'migrate')).code, 0)
   const dashKid = await cli(env, 'keys', 'retire', '-Abc_def')
   t.equal(dashKid.code, 1, 'a kid beginning with "-" is read as a kid')
   t.match(dashKid.stderr, /no signing key -Abc_def/)
@@ -111,7 +117,8 @@ t.test('migrate: exit 0, lists what it applied on a fresh database, then nothing
   const { db, env } = paths(t)
   const first = await cli(env, 'migrate', '--json')
   t.equal(first.code, 0)
-  t.equal(first.stderr, '')
+  t.equal(first.database, db, 'stderr names the database')
+  t.equal(first.stderr, '', 'and says nothing else')
   t.ok(existsSync(db), 'the database was created')
   const { applied } = JSON.parse(first.stdout) as { applied: string[] }
   t.ok(Array.isArray(applied))
@@ -149,4 +156,44 @@ t.test('a database that cannot be opened: exit 1 with one line', async (t) => {
   t.equal(out.stdout, '')
   t.match(out.stderr, /^minigate: .+\n$/)
   t.equal(out.stderr.split('\n').length, 2, 'one line, no stack trace')
+})
+
+t.test('every command but migrate refuses to create a database, and says which one it means', async (t) => {
+  const { db, env } = paths(t)
+  const expected = `minigate: no database at ${db} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB\n`
+  for (const argv of [['keys', 'list'], ['keys', 'add'], ['users', 'show', 'someone'], ['sessions', 'list', 'someone', '--json']]) {
+    const out = await cli(env, ...argv)
+    t.equal(out.code, 1, `${argv.join(' ')}: exit 1`)
+    t.equal(out.stdout, '')
+    t.equal(out.stderr, expected, `${argv.join(' ')}: one line naming the database and what to do`)
+  }
+  t.notOk(existsSync(dirname(db)), 'no database, not even its folder, was created')
+
+  const migrated = await cli(env, 'migrate')
+  t.equal(migrated.code, 0, 'migrate creates it')
+  t.equal(migrated.stdout, `${db} is at the newest schema\n`)
+  const list = await cli(env, 'keys', 'list', '--json')
+  t.equal(list.code, 0, 'then the other commands work')
+  t.equal(list.database, db, 'naming the database on stderr')
+  t.same(JSON.parse(list.stdout), [], 'stdout stays plain JSON')
+})
+
+t.test('the database is named by its absolute path, a PostgreSQL URL without its password', async (t) => {
+  t.equal(describeDatabase('db/minigate.sqlite'), resolve('db/minigate.sqlite'), 'a relative path depends on the folder the command runs in')
+  t.equal(describeDatabase('/srv/minigate/db.sqlite'), '/srv/minigate/db.sqlite')
+  const url = describeDatabase('postgres://minigate:s3cret-pass@db.internal:5432/minigate?sslmode=require')
+  t.equal(url, 'postgres://minigate:***@db.internal:5432/minigate?sslmode=require')
+  t.notOk(url.includes('s3cret-pass'), 'the password is never printed')
+  t.equal(describeDatabase('postgresql://db.internal/minigate'), 'postgresql://db.internal/minigate')
+  t.notOk(describeDatabase('postgres://u:pw@[broken').includes('pw'), 'nor from a URL that does not parse')
+})
+
+t.test('run from another folder, the built CLI names the database it looked for and creates nothing', async (t) => {
+  const folder = t.testdir()
+  const cliMain = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url))
+  const result = spawnSync(process.execPath, [cliMain, 'keys', 'list'], { cwd: folder, env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8' })
+  t.equal(result.status, 1, 'exit 1')
+  t.equal(result.stdout, '', 'no "no keys" answer')
+  t.equal(result.stderr, `minigate: no database at ${join(folder, 'db', 'minigate.sqlite')} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB\n`)
+  t.notOk(existsSync(join(folder, 'db')), 'no db folder appeared')
 })

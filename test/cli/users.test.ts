@@ -143,8 +143,9 @@ t.test('users disable: every login ends, refresh tokens and new logins are refus
   }
 
   const login = await tryLogin(app, 'oDisable')
-  t.equal(login.status, 403, 'a new login is refused')
-  t.equal(login.body.error, 'access_denied')
+  t.equal(login.status, 400, 'a new login is refused')
+  t.equal(login.body.error, 'invalid_grant')
+  t.match(login.body.error_description, /disabled/)
   t.notOk('access_token' in login.body)
 
   t.equal((await userinfo(app, other.access_token)).status, 200, 'other users are unaffected')

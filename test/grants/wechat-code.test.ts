@@ -1,3 +1,5 @@
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import t, { type Test } from 'tap'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
@@ -415,7 +417,7 @@ t.test('session_key never leaves the server; the newest one is kept, encrypted',
   t.ok(app.logs.some((line) => line.includes('"event":"login"')), 'logins are logged (by ids)')
 })
 
-t.test('a disabled user is refused and no login is recorded', async (t) => {
+t.test('a disabled user is refused with invalid_grant and no login is recorded', async (t) => {
   const app = await startTestApp(t)
   const sub = subOf(await app.login({ openid: 'oDisabled' }))
   await app.deps.db.updateTable('users').set({ disabled_at: Math.floor(app.clock.now() / 1000) }).where('id', '=', sub).execute()
@@ -424,7 +426,8 @@ t.test('a disabled user is refused and no login is recorded', async (t) => {
 
   const code = await app.wxLogin({ openid: 'oDisabled' })
   const response = await exchange(app, code)
-  const body = await oauthError(t, response, 403, 'access_denied')
+  const body = await oauthError(t, response, 400, 'invalid_grant')
+  t.match(body.error_description, /this user is disabled/, 'says why')
   t.notOk(JSON.stringify(body).includes(sub), 'the sub is not echoed')
   t.same(await rowCounts(app.deps), before, 'no new login_sessions row')
   const refused = await app.deps.db.selectFrom('audit_events').selectAll().where('event', '=', 'login_refused_user_disabled').execute()
@@ -433,4 +436,26 @@ t.test('a disabled user is refused and no login is recorded', async (t) => {
   // Other users still log in.
   const other = await app.login({ openid: 'oEnabled' })
   t.not(subOf(other), sub)
+})
+
+t.test('a user WeChat blocks as high-risk (40226) is refused with invalid_grant, audited, nothing written', async (t) => {
+  // A WeChat that blocks every user: the simulator has no such mode.
+  const wechat = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify(req.url?.startsWith('/sns/jscode2session?') ? { errcode: 40226, errmsg: 'high risk user' } : { errcode: 40013, errmsg: 'invalid appid' }))
+  })
+  await new Promise<void>((resolve) => wechat.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => wechat.close(() => resolve())))
+  const { port } = wechat.address() as AddressInfo
+  const app = await startTestApp(t, { WECHAT_APPS: `${APP_A}:s1`, WECHAT_API_BASE: `http://127.0.0.1:${port}` })
+
+  const response = await exchange(app, 'code-of-a-blocked-user', { client_id: APP_A })
+  const body = await oauthError(t, response, 400, 'invalid_grant')
+  t.match(body.error_description, /WeChat blocked this user/, 'says why')
+  t.same(await counts(app), { users: 0, wechat_identities: 0, login_sessions: 0 }, 'nothing written')
+  const events = await app.deps.db.selectFrom('audit_events').selectAll().where('event', '=', 'login_blocked_by_wechat').execute()
+  t.equal(events.length, 1, 'the refusal is audited')
+  t.match(events[0], { client_id: APP_A, detail: 'errcode=40226' })
+  const again = await exchange(app, 'code-of-a-blocked-user', { client_id: APP_A })
+  await oauthError(t, again, 400, 'invalid_grant')
 })

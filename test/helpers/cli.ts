@@ -5,7 +5,16 @@ import { fixtureKeyGenerator } from './keys.js'
 export interface CliOutput {
   code: number
   stdout: string
+  /** stderr without the `database: ...` line every command that opens the database begins with. */
   stderr: string
+  /** What that line named, if it came. */
+  database?: string
+}
+
+/** Takes the leading `database: <where>` line off a command's stderr. */
+export function splitDatabaseLine(stderr: string): { stderr: string; database?: string } {
+  const match = /^database: (.*)\n/.exec(stderr)
+  return match ? { stderr: stderr.slice(match[0].length), database: match[1] as string } : { stderr }
 }
 
 const generators = new WeakMap<TestApp, () => Promise<string>>()
@@ -28,5 +37,5 @@ export async function cli(app: TestApp, ...argv: string[]): Promise<CliOutput> {
     clock: app.clock,
     generateKey: generatorOf(app),
   })
-  return { code, stdout, stderr }
+  return { code, stdout, ...splitDatabaseLine(stderr) }
 }

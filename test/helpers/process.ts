@@ -57,3 +57,32 @@ export function startServer(env: Record<string, string>): Promise<ServerProcess>
     })
   return waitForLog(/minigate listening/).then((line) => ({ child, url: String(line.listen), lines, waitForLog, exited }))
 }
+
+export interface FailedStart {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Starts `dist/main.js` where it is expected to fail, and resolves once it has exited. A server that
+ * starts instead is killed after `timeoutMs` (its exit is then a signal, which the test reports).
+ */
+export function startFailingServer(env: Record<string, string>, timeoutMs = 15_000): Promise<FailedStart> {
+  const child = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', MINIGATE_RATE_LIMITS: 'off', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  return new Promise((resolve) =>
+    child.once('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    }),
+  )
+}

@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import { BODY_LIMIT } from '../../src/http/body.js'
 import { rowCounts, startTestApp, WECHAT_CODE_GRANT, type TestApp } from '../helpers/app.js'
 import { oauthError } from '../helpers/assert.js'
+import { rawRequest } from '../security/support.js'
 
 const LIMIT_BYTES = 16 * 1024
 
@@ -44,6 +45,21 @@ t.test('content types', async (t) => {
     await oauthError(t, await postRaw(app, '<grant_type/>', { 'content-type': 'application/xml' }), 415)
     const untyped = await postRaw(app, new TextEncoder().encode(form))
     await oauthError(t, untyped, 415)
+  })
+
+  t.test('no body at all is 400 invalid_request, not 415', async (t) => {
+    const none = await oauthError(t, await fetch(`${app.url}/token`, { method: 'POST' }), 400)
+    t.match(none.error_description, /request body is required/, 'says the body is missing')
+    t.match(none.error_description, /application\/x-www-form-urlencoded/, 'and what to send')
+    // Without a Content-Length header either, as curl -X POST sends it.
+    const raw = await rawRequest(app, 'POST /token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    t.equal(raw.status, 400, 'no Content-Length: 400')
+    t.match(JSON.parse(raw.body), { error: 'invalid_request', error_description: /request body is required/ })
+    for (const path of ['/revoke', '/introspect']) {
+      const headers: Record<string, string> = path === '/introspect' ? { authorization: `Basic ${Buffer.from('dev-service:dev-service-secret').toString('base64')}` } : {}
+      await oauthError(t, await fetch(`${app.url}${path}`, { method: 'POST', headers }), 400)
+    }
+    await oauthError(t, await postRaw(app, '', { 'content-type': 'text/plain' }), 415, 'invalid_request')
   })
 
   t.test('a broken or unknown content encoding is a 4xx', async (t) => {

@@ -92,11 +92,12 @@ t.test('audit events carry a keyed hash of the client address, never the address
 
 t.test('MINIGATE_RATE_LIMITS and MINIGATE_TRUST_PROXY parse strictly', async (t) => {
   const { loadConfig, ConfigError } = await import('../../src/config.js')
-  t.same(loadConfig({}).rateLimits, { ip: 300, client: 6000, user: 30 }, 'on by default')
-  t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'on' }).rateLimits, { ip: 300, client: 6000, user: 30 })
-  t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'user=5, ip=10' }).rateLimits, { ip: 10, client: 6000, user: 5 })
+  t.same(loadConfig({}).rateLimits, { ip: 300, client: 6000, user: 30, wechat: 10 }, 'on by default')
+  t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'on' }).rateLimits, { ip: 300, client: 6000, user: 30, wechat: 10 })
+  t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'user=5, ip=10' }).rateLimits, { ip: 10, client: 6000, user: 5, wechat: 10 })
+  t.same(loadConfig({ MINIGATE_RATE_LIMITS: 'wechat=4' }).rateLimits, { ip: 300, client: 6000, user: 30, wechat: 4 }, 'the WeChat data endpoints per user')
   t.equal(loadConfig({ MINIGATE_RATE_LIMITS: 'OFF' }).rateLimits, null)
-  for (const bad of ['ip=0', 'ip=-1', 'ip', 'foo=1', 'ip=1;user=2']) {
+  for (const bad of ['ip=0', 'ip=-1', 'ip', 'foo=1', 'ip=1;user=2', 'wechat=0', 'wechat']) {
     t.throws(() => loadConfig({ MINIGATE_RATE_LIMITS: bad }), ConfigError, bad)
   }
   t.equal(loadConfig({}).trustProxy, 0)

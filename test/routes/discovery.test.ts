@@ -1,4 +1,6 @@
 import t from 'tap'
+import { createRouter } from '../../src/app.js'
+import { endpoint } from '../../src/config.js'
 import { startTestApp } from '../helpers/app.js'
 
 t.test('discovery metadata names the issuer exactly and every endpoint under it', async (t) => {
@@ -23,6 +25,34 @@ t.test('discovery metadata names the issuer exactly and every endpoint under it'
   t.same(metadata.scopes_supported, ['openid', 'profile', 'phone'])
   t.same(metadata.response_types_supported, [])
   t.ok((metadata.claims_supported as string[]).includes('phone_number'))
+  t.equal(metadata.logout_endpoint, `${app.url}/logout`)
+  t.equal(metadata.userinfo_profile_endpoint, `${app.url}/userinfo/profile`)
+  t.equal(metadata.userinfo_picture_endpoint, `${app.url}/userinfo/picture`)
+  t.equal(metadata.wechat_phone_endpoint, `${app.url}/wechat/phone`)
+  t.equal(metadata.wechat_decrypt_endpoint, `${app.url}/wechat/decrypt`)
+  t.equal(metadata.health_endpoint, `${app.url}/healthz`)
+})
+
+t.test('the RFC 8414 location serves the same metadata', async (t) => {
+  const app = await startTestApp(t)
+  const oidc = await fetch(`${app.url}/.well-known/openid-configuration`)
+  const oauth = await fetch(`${app.url}/.well-known/oauth-authorization-server`)
+  t.equal(oauth.status, 200)
+  t.match(oauth.headers.get('content-type'), /^application\/json/)
+  t.equal(oauth.headers.get('cache-control'), oidc.headers.get('cache-control'))
+  t.equal(await oauth.text(), await oidc.text(), 'byte for byte')
+})
+
+t.test('every endpoint the router mounts is listed in discovery', async (t) => {
+  const app = await startTestApp(t)
+  const metadata = (await (await fetch(`${app.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>
+  const listed = new Set(Object.values(metadata).filter((value): value is string => typeof value === 'string'))
+  // Not endpoints a client looks up: the simulator, the discovery documents themselves, and avatars,
+  // whose URLs come from the picture claim.
+  const unlisted = (path: string) => path.startsWith('/_dev/') || path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server' || path === '/avatars/:id'
+  const paths = [...new Set(createRouter(app.deps).stack.map((layer) => String(layer.path)))].filter((path) => !unlisted(path))
+  t.ok(paths.length >= 10, `${paths.length} endpoints checked`)
+  for (const path of paths) t.ok(listed.has(endpoint(app.url, path)), `${path} is in discovery`)
 })
 
 t.test('an issuer with a path or trailing slash is kept exactly', async (t) => {

@@ -110,6 +110,68 @@ t.test('nickname rules', async (t) => {
   t.equal((await userinfo(app, tokens.access_token)).nickname, 'x', 'refused updates changed nothing')
 })
 
+t.test('nicknames refuse what lets one name display as another; Chinese, emoji and spaces still work', async (t) => {
+  const app = await start(t)
+  const tokens = await app.login()
+  const accepted: Array<[string, string]> = [
+    ['Chinese', '小明'],
+    ['a space inside', '小 明'],
+    ['an ideographic space inside', '小\u3000明'],
+    ['Latin with a space', 'Anna Lee'],
+    ['emoji', '小明 🐱'],
+    ['a ZWJ family sequence', '👨\u200D👩\u200D👧 一家'],
+    ['a ZWJ sequence with a variation selector', '❤\uFE0F\u200D🔥'],
+    ['a ZWJ sequence with a skin tone', '👨🏽\u200D💻'],
+    ['the rainbow flag', '🏳\uFE0F\u200D🌈'],
+    ['a gendered emoji', '🏃\u200D♀\uFE0F'],
+    ['a keycap', '1\uFE0F\u20E3号'],
+    ['a subdivision flag (tag characters)', '🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}'],
+    ['Thai', 'สมชาย'],
+    ['Devanagari', 'नमस्ते'],
+    ['Arabic', 'مرحبا'],
+  ]
+  for (const [name, nickname] of accepted) {
+    const response = await patch(app, tokens.access_token, { nickname })
+    t.equal(response.status, 200, `${name}: 200`)
+    t.equal(((await response.json()) as { nickname: string }).nickname, nickname, `${name}: stored as sent`)
+  }
+  const composed = await patch(app, tokens.access_token, { nickname: 'Jose\u0301' })
+  t.equal(((await composed.json()) as { nickname: string }).nickname, 'Jos\u00e9', 'stored in NFC: one way to write each name')
+
+  const refused: Array<[string, string]> = [
+    ['a right-to-left override (U+202E)', 'admin\u202Egnp.exe'],
+    ['a left-to-right override', 'a\u202Db'],
+    ['a right-to-left mark', 'a\u200Fb'],
+    ['a bidi isolate', 'a\u2066b\u2069'],
+    ['an Arabic letter mark', 'a\u061Cb'],
+    ['a zero-width space', '小\u200B明'],
+    ['a zero-width non-joiner', '小\u200C明'],
+    ['a zero-width joiner between letters', '小\u200D明'],
+    ['a zero-width joiner after an emoji, before a letter', '🐱\u200Da'],
+    ['a zero-width joiner before an emoji, after a letter', 'a\u200D🐱'],
+    ['a trailing zero-width joiner', 'a🐱\u200D'],
+    ['a word joiner', 'a\u2060b'],
+    ['a byte order mark inside', 'a\uFEFFb'],
+    ['a soft hyphen', 'a\u00ADb'],
+    ['a Mongolian vowel separator', 'a\u180Eb'],
+    ['a variation selector after a letter', 'a\uFE0Fb'],
+    ['a combining grapheme joiner', 'a\u034Fb'],
+    ['a stray tag character', 'a\u{E0061}b'],
+    ['a Hangul filler (a blank name)', '\u3164'],
+    ['a halfwidth Hangul filler inside', 'a\uFFA0b'],
+    ['a blank braille pattern', 'a\u2800b'],
+    ['a no-break space inside', 'a\u00A0b'],
+    ['an em space inside', 'a\u2003b'],
+    ['a narrow no-break space inside', 'a\u202Fb'],
+  ]
+  for (const [name, nickname] of refused) {
+    const response = await patch(app, tokens.access_token, { nickname })
+    await expectInvalid(t, response.clone(), name)
+    t.match(((await response.json()) as { error_description: string }).error_description, /invisible/, `${name}: says why`)
+  }
+  t.equal((await userinfo(app, tokens.access_token)).nickname, 'Jos\u00e9', 'refused updates changed nothing')
+})
+
 t.test('picture rules', async (t) => {
   const app = await start(t)
   const tokens = await app.login()
@@ -202,10 +264,40 @@ t.test('a Bearer access token is required', async (t) => {
   t.equal((await patch(app, tokens.access_token as string, { nickname: 'x' })).status, 401, 'a revoked access token is refused')
 })
 
-t.test('unsupported methods on /userinfo', async (t) => {
+t.test('unsupported methods on /userinfo and /userinfo/profile', async (t) => {
   const app = await start(t)
   const tokens = await app.login()
   const response = await fetch(`${app.url}/userinfo`, { method: 'PUT', headers: { authorization: `Bearer ${tokens.access_token}`, 'content-type': 'application/json' }, body: '{"nickname":"x"}' })
   t.equal(response.status, 405)
-  t.match(response.headers.get('allow'), /PATCH/)
+  t.same(response.headers.get('allow')?.split(', ').sort(), ['GET', 'HEAD', 'PATCH', 'POST'])
+  const get = await fetch(`${app.url}/userinfo/profile`, { headers: { authorization: `Bearer ${tokens.access_token}` } })
+  t.equal(get.status, 405, 'GET /userinfo/profile: 405')
+  t.equal(get.headers.get('allow'), 'POST')
+})
+
+t.test('POST /userinfo/profile is the same update, for wx.request, which cannot send PATCH', async (t) => {
+  const app = await start(t)
+  const tokens = await app.login({ scope: 'profile' })
+  const sub = payloadOf(tokens.access_token).sub as string
+  const post = (accessToken: string | undefined, body: string, contentType = 'application/json') =>
+    fetch(`${app.url}/userinfo/profile`, { method: 'POST', headers: { 'content-type': contentType, ...(accessToken ? { authorization: `Bearer ${accessToken}` } : {}) }, body })
+  app.clock.advance(100)
+
+  const json = await post(tokens.access_token, JSON.stringify({ nickname: '  小明 🐱  ', picture: 'https://thirdwx.qlogo.cn/mmopen/abc/132' }))
+  t.equal(json.status, 200)
+  t.equal(json.headers.get('cache-control'), 'no-store')
+  const expected = { sub, nickname: '小明 🐱', picture: 'https://thirdwx.qlogo.cn/mmopen/abc/132', updated_at: Math.floor(app.clock.now() / 1000) }
+  t.same(await json.json(), expected, 'the updated userinfo, as PATCH answers')
+  t.same(await userinfo(app, tokens.access_token), expected, 'GET /userinfo shows it')
+
+  const form = await post(tokens.access_token, new URLSearchParams({ nickname: '小红' }).toString(), 'application/x-www-form-urlencoded')
+  t.match(await form.json(), { nickname: '小红', picture: expected.picture }, 'a form body with one field; the other stays')
+
+  await expectInvalid(t, await post(tokens.access_token, JSON.stringify({ nickname: 'ok', sub: 'someone-else' })), 'an unknown field')
+  await expectInvalid(t, await post(tokens.access_token, '{}'), 'nothing to change')
+  await expectInvalid(t, await post(tokens.access_token, JSON.stringify({ nickname: 'a\u0007b' })), 'a nickname PATCH refuses')
+  t.equal((await post(undefined, '{"nickname":"x"}')).status, 401, 'no Bearer: 401')
+  const phoneOnly = await app.login({ scope: 'phone' })
+  t.equal((await post(phoneOnly.access_token, '{"nickname":"x"}')).status, 403, 'without scope profile: 403')
+  t.equal((await userinfo(app, tokens.access_token)).nickname, '小红', 'the refused requests changed nothing')
 })

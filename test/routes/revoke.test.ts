@@ -1,6 +1,7 @@
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
 import { startTestApp, type TestApp } from '../helpers/app.js'
+import { oauthError } from '../helpers/assert.js'
 
 const APP_A = 'wxaaaaaaaaaaaaaaaa'
 const APP_B = 'wxbbbbbbbbbbbbbbbb'
@@ -119,23 +120,56 @@ t.test('token_type_hint is only a hint', async (t) => {
   t.equal((await userinfo(app, accessWrongHint.access_token)).status, 401, 'the access token is revoked')
 })
 
-t.test('revoking twice answers 200 both times', async (t) => {
+t.test('revoking twice answers 200 both times, and only the first is audited and logged', async (t) => {
   const app = await startTestApp(t)
   const login = await app.login({ openid: 'oTwice' })
-  await revoked(t, await revoke(app, { token: login.refresh_token }), 'first')
-  await revoked(t, await revoke(app, { token: login.refresh_token }), 'second')
-  await revoked(t, await revoke(app, { token: login.access_token }), 'access first')
-  await revoked(t, await revoke(app, { token: login.access_token }), 'access second')
+  for (const [what, token] of [['refresh', login.refresh_token], ['access', login.access_token]] as const) {
+    for (let time = 1; time <= 3; time += 1) await revoked(t, await revoke(app, { token }), `${what}, time ${time}`)
+  }
   const rows = await app.deps.db.selectFrom('revoked_access_tokens').selectAll().execute()
   t.equal(rows.length, 1, 'one revocation row for the access token')
   t.equal((await refresh(app, login.refresh_token)).status, 400)
+  const events = await app.deps.db.selectFrom('audit_events').select('detail').where('event', '=', 'revocation').orderBy('id').execute()
+  t.same(events.map((event) => event.detail?.split(' ')[0]), ['refresh_token', 'access_token'], 'one audit row per token, for the call that revoked it')
+  const logged = app.logs.filter((line) => line.includes('"event":"revocation"'))
+  t.equal(logged.length, 2, 'one log line per token')
+
+  // A token of a login that ended otherwise (logout) changes nothing either.
+  const other = await app.login({ openid: 'oTwiceLogout' })
+  const logout = await fetch(`${app.url}/logout`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } })
+  t.equal(logout.status, 204)
+  await revoked(t, await revoke(app, { token: other.refresh_token }), 'refresh token of a logged-out login')
+  await revoked(t, await revoke(app, { token: other.access_token }), 'access token revoked by logout')
+  t.equal((await app.deps.db.selectFrom('audit_events').select('id').where('event', '=', 'revocation').execute()).length, 2, 'no new audit row')
 })
 
-t.test("a client cannot revoke another client's token", async (t) => {
+t.test('/revoke is limited per client IP, from the same budget as /token', async (t) => {
+  const app = await startTestApp(t, { MINIGATE_RATE_LIMITS: 'ip=3' })
+  const login = await app.login({ openid: 'oRevokeLimited' })
+  for (let i = 0; i < 2; i += 1) await revoked(t, await revoke(app, { token: login.refresh_token }), `request ${i + 2} of the minute`)
+  const limited = await revoke(app, { token: login.refresh_token })
+  t.equal(limited.status, 429, 'the fourth request in a minute from this address is limited')
+  t.equal(limited.headers.get('retry-after'), '20')
+  t.match(await limited.json(), { error: 'too_many_requests', error_description: /try again in 20 s/ })
+  t.equal((await app.postForm('/token', { grant_type: 'refresh_token', refresh_token: 'x' })).status, 429, '/token shares the budget')
+  app.clock.advance(20)
+  await revoked(t, await revoke(app, { token: login.refresh_token }), 'served again after Retry-After')
+})
+
+t.test("a client cannot revoke another client's token: 400 invalid_request, the token stays alive", async (t) => {
   const app = await startTestApp(t, TWO_APPS)
   const login = await app.login({ appid: APP_A, openid: 'oOtherClient' })
-  await revoked(t, await revoke(app, { token: login.refresh_token, client_id: APP_B }), 'refresh token of A by B')
-  await revoked(t, await revoke(app, { token: login.access_token, client_id: APP_B }), 'access token of A by B')
+  for (const [what, params] of [
+    ['refresh token of A by B', { token: login.refresh_token, client_id: APP_B }],
+    ['access token of A by B', { token: login.access_token, client_id: APP_B }],
+    ['access token of A by B, hinted', { token: login.access_token, client_id: APP_B, token_type_hint: 'access_token' }],
+  ] as const) {
+    const response = await revoke(app, params)
+    t.equal(response.headers.get('cache-control'), 'no-store', `${what}: no-store`)
+    const body = await oauthError(t, response, 400, 'invalid_request')
+    t.match(body.error_description, /another client/, `${what}: says why`)
+  }
+  await revoked(t, await revoke(app, { token: 'garbage', client_id: APP_B }), 'an unknown token, by B')
   t.equal((await userinfo(app, login.access_token)).status, 200, 'the access token still works')
   t.equal((await sessionOf(app, login.access_token)).revoked_at, null)
   const next = await refresh(app, login.refresh_token, { client_id: APP_A })

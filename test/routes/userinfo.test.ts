@@ -183,3 +183,34 @@ t.test('a token is never logged', async (t) => {
   t.notOk(logs.includes('garbage-token-value'), 'a rejected token is not logged')
   t.ok(app.logs.some((line) => JSON.parse(line).route === '/userinfo'), 'the request itself is logged')
 })
+
+t.test('POST /userinfo answers as GET does (OpenID Connect Core 5.3.1)', async (t) => {
+  const app = await start(t)
+  const tokens = await app.login({ scope: 'openid profile', openid: 'o-post-userinfo' })
+  const sub = payloadOf(tokens.access_token).sub as string
+  await app.deps.db.updateTable('users').set({ nickname: '小明' }).where('id', '=', sub).execute()
+  const get = (await (await userinfo(app, `Bearer ${tokens.access_token}`)).json()) as Record<string, unknown>
+  const post = (body?: string, contentType?: string) =>
+    fetch(`${app.url}/userinfo`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens.access_token}`, ...(contentType ? { 'content-type': contentType } : {}) },
+      ...(body === undefined ? {} : { body }),
+    })
+  for (const [what, response] of [
+    ['no body', await post()],
+    ['an empty form body', await post('', 'application/x-www-form-urlencoded')],
+    ['a form body', await post('ignored=1', 'application/x-www-form-urlencoded')],
+  ] as const) {
+    t.equal(response.status, 200, `${what}: 200`)
+    t.equal(response.headers.get('cache-control'), 'no-store', `${what}: no-store`)
+    t.same(await response.json(), get, `${what}: the same claims as GET`)
+  }
+  t.same(get, { sub, nickname: '小明', updated_at: get.updated_at })
+
+  const anonymous = await fetch(`${app.url}/userinfo`, { method: 'POST', body: new URLSearchParams({ access_token: tokens.access_token }) })
+  t.equal(anonymous.status, 401, 'a token in the body instead of the Authorization header: 401')
+  t.equal(anonymous.headers.get('www-authenticate'), 'Bearer realm="minigate"')
+  const queried = await fetch(`${app.url}/userinfo?access_token=${tokens.access_token}`, { method: 'POST' })
+  t.equal(queried.status, 400, 'a token in the URL is refused on POST too')
+  await expectInvalidToken(t, await fetch(`${app.url}/userinfo`, { method: 'POST', headers: { authorization: `Bearer ${tokens.refresh_token}` } }), 'POST with a refresh token')
+})

@@ -108,34 +108,98 @@ t.test("a form body whose '+' arrived as spaces still works", async (t) => {
   t.equal((await expectData(t, await post(encoded), 'properly encoded')).spaced, true)
 })
 
-t.test('each failure is a distinct 400 with its own error code', async (t) => {
+/** A failure that depends on the session_key: always this one answer. */
+async function expectUndecryptable(t: Test, response: Response, name: string): Promise<string> {
+  const body = await expectError(t, response, 400, 'decryption_failed', name)
+  t.match(body.error_description, /wx\.login\(\)/, `${name}: tells to call wx.login() again`)
+  return JSON.stringify(body)
+}
+
+t.test('malformed input gets its own 400; every failure that depends on the session_key is one answer', async (t) => {
   const app = await start(t)
   const accessToken = await loginWithKey(app, { openid: 'o-decrypt', session_key: SESSION_KEY })
   const good = await sealed(app, { a: 1 }, { openid: 'o-decrypt' })
-  const codes = new Set<string>()
-  const fail = async (body: Record<string, string>, error: string, name: string) => {
-    const answer = await expectError(t, await decrypt(app, accessToken, body), 400, error, name)
-    codes.add(answer.error as string)
-    return answer
-  }
+  const fail = async (body: Record<string, string>, error: string, name: string) => expectError(t, await decrypt(app, accessToken, body), 400, error, name)
 
+  // Format checks need no key: telling them apart helps a client and tells an attacker nothing.
   await fail({ ...good, iv: randomBytes(12).toString('base64') }, 'bad_iv', 'a 12-byte iv')
   await fail({ ...good, iv: 'not an iv at all, no!!!!' }, 'bad_iv', 'an iv that is not base64')
   await fail({ ...good, encrypted_data: 'this is not base64!' }, 'bad_encrypted_data', 'encrypted_data not base64')
   await fail({ ...good, encrypted_data: randomBytes(15).toString('base64') }, 'bad_encrypted_data', 'not a multiple of 16 bytes')
-  const mismatch = await fail(await sealed(app, { a: 1 }, { openid: 'o-decrypt', watermark_appid: 'wxother0000000000' }), 'watermark_mismatch', 'another app')
-  t.match(mismatch.error_description, /another mini-program/)
-  await fail(sealRaw(SESSION_KEY, 'hello, this is not JSON'), 'not_json', 'a non-JSON plaintext')
-  await fail(sealRaw(SESSION_KEY, '["an","array"]'), 'not_json', 'a JSON array')
-  await fail({ ...good, raw_data: '{"nickName":"Band"}', signature: '0'.repeat(40) }, 'bad_signature', 'a wrong signature')
-  t.equal(codes.size, 5, 'five distinct error codes')
-  t.same([...codes].sort(), ['bad_encrypted_data', 'bad_iv', 'bad_signature', 'not_json', 'watermark_mismatch'])
+
+  const answers = new Set<string>()
+  const undecryptable = async (body: Record<string, string>, name: string) => answers.add(await expectUndecryptable(t, await decrypt(app, accessToken, body), name))
+  await undecryptable(await sealed(app, { a: 1 }, { openid: 'o-decrypt', watermark_appid: 'wxother0000000000' }), 'another app (was watermark_mismatch)')
+  await undecryptable(sealRaw(SESSION_KEY, 'hello, this is not JSON'), 'a non-JSON plaintext (was not_json)')
+  await undecryptable(sealRaw(SESSION_KEY, '["an","array"]'), 'a JSON array (was not_json)')
+  await undecryptable(sealRaw('AAAAAAAAAAAAAAAAAAAAAA==', JSON.stringify({ a: 1, watermark: { appid: DEV_APP.appid } })), 'another key (was bad_padding)')
+  await undecryptable({ ...good, raw_data: '{"nickName":"Band"}', signature: '0'.repeat(40) }, 'a wrong signature (was bad_signature)')
+  t.equal(answers.size, 1, 'one and the same body for all of them')
 
   const again = await expectData(t, await decrypt(app, accessToken, good), 'the good data still opens')
   t.equal(again.a, 1)
 })
 
-t.test('data encrypted with a replaced session_key: bad_padding that tells to call wx.login()', async (t) => {
+t.test('no padding oracle: 256 iv bytes over HTTP give one answer', async (t) => {
+  const app = await start(t)
+  const accessToken = await loginWithKey(app, { openid: 'o-oracle', session_key: SESSION_KEY })
+  const good = await sealed(app, { a: 1 }, { openid: 'o-oracle' })
+  const blocks = Buffer.from(good.encrypted_data, 'base64')
+  const lastBlock = blocks.subarray(-16).toString('base64')
+  const answers = new Map<string, number>()
+  for (let byte = 0; byte < 256; byte += 1) {
+    // The attacker's move: the last block alone, behind an iv of their choice; about 1 in 256 has valid padding.
+    const iv = Buffer.from(blocks.subarray(-32, -16))
+    iv[15] = byte
+    const response = await decrypt(app, accessToken, { encrypted_data: lastBlock, iv: iv.toString('base64') })
+    const answer = `${response.status} ${response.headers.get('content-length')} ${await response.text()}`
+    answers.set(answer, (answers.get(answer) ?? 0) + 1)
+  }
+  t.equal(answers.size, 1, `one answer for every iv (${[...answers.keys()].join(' | ').slice(0, 300)})`)
+  t.match([...answers.keys()][0], /^400 \d+ \{"error":"decryption_failed"/)
+  const warnings = app.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.event === 'wechat_decrypt_failed')
+  t.equal(warnings.length, 256, 'every failure is logged')
+  t.equal(warnings.at(-1)?.failures, 256, 'with a running count')
+})
+
+t.test('failed decryptions are logged with the sub and a running count, never the data, iv or key', async (t) => {
+  const app = await start(t)
+  const accessToken = await loginWithKey(app, { openid: 'o-logged', session_key: SESSION_KEY })
+  const other = await loginWithKey(app, { openid: 'o-logged-other' })
+  const sub = JSON.parse(Buffer.from(accessToken.split('.')[1] as string, 'base64url').toString()).sub as string
+  const bad = sealRaw(SESSION_KEY, 'not json at all')
+  for (let i = 0; i < 3; i += 1) await expectUndecryptable(t, await decrypt(app, accessToken, bad), `failure ${i + 1}`)
+  await expectUndecryptable(t, await decrypt(app, other, sealRaw(SESSION_KEY, 'not json')), "another user's failure")
+  await expectError(t, await decrypt(app, accessToken, { ...bad, iv: 'AAAA' }), 400, 'bad_iv', 'a malformed iv is no decryption')
+
+  const warnings = app.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.event === 'wechat_decrypt_failed')
+  t.equal(warnings.length, 4, 'one warning per failed decryption')
+  t.same(warnings.slice(0, 3).map((line) => [line.level, line.sub, line.client_id, line.failures]), [1, 2, 3].map((count) => [40, sub, DEV_APP.appid, count]), 'a warning with the sub, the app and a running count')
+  t.equal(warnings[3]?.failures, 1, 'counted per user')
+  const logged = warnings.map((line) => JSON.stringify(line)).join('\n')
+  for (const secret of [bad.encrypted_data, bad.iv, SESSION_KEY, Buffer.from(SESSION_KEY, 'base64').toString('hex')]) t.notOk(logged.includes(secret), 'no data, iv or key')
+})
+
+t.test('/wechat/decrypt and /wechat/phone are limited per user, each on its own', async (t) => {
+  const app = await start(t, { MINIGATE_RATE_LIMITS: 'wechat=3' })
+  const accessToken = await loginWithKey(app, { openid: 'o-limited' })
+  const other = await loginWithKey(app, { openid: 'o-limited-other' })
+  const good = await sealed(app, { a: 1 }, { openid: 'o-limited' })
+  for (let i = 0; i < 3; i += 1) await expectData(t, await decrypt(app, accessToken, good), `request ${i + 1} of the minute`)
+  const limited = await decrypt(app, accessToken, good)
+  t.equal(limited.headers.get('retry-after'), '20', 'Retry-After: 3 a minute refill one every 20 s')
+  const body = await expectError(t, limited, 429, 'too_many_requests', 'the fourth')
+  t.match(body.error_description, /wechat\/decrypt/)
+  await expectError(t, await decrypt(app, accessToken, { ...good, iv: 'AAAA' }), 429, 'too_many_requests', 'a malformed request counts too')
+  const otherData = await sealed(app, { b: 1 }, { openid: 'o-limited-other' })
+  await expectData(t, await decrypt(app, other, otherData), 'another user is not limited')
+  const phone = await app.postJson('/wechat/phone', { code: 'x' }, { authorization: `Bearer ${accessToken}` })
+  t.not(phone.status, 429, '/wechat/phone has its own budget')
+  app.clock.advance(20)
+  await expectData(t, await decrypt(app, accessToken, good), 'served again after Retry-After')
+})
+
+t.test('data encrypted with a replaced session_key: decryption_failed, which tells to call wx.login()', async (t) => {
   const app = await start(t)
   const accessToken = await loginWithKey(app, { openid: 'o-stale', session_key: SESSION_KEY })
   const old = await sealed(app, { a: 1, padding: 'x'.repeat(30) }, { openid: 'o-stale' })
@@ -144,14 +208,7 @@ t.test('data encrypted with a replaced session_key: bad_padding that tells to ca
   // A new wx.login() on the phone, sent to minigate: both hold the new session_key now.
   const newer = await loginWithKey(app, { openid: 'o-stale' })
   for (const [name, token] of [['the old login', accessToken], ['the new login', newer]] as const) {
-    const response = await decrypt(app, token, old)
-    const text = await response.text()
-    bodies.push(text)
-    t.equal(response.status, 400, `${name}: 400`)
-    const body = JSON.parse(text) as { error: string; error_description: string }
-    // A wrong key almost always breaks the padding; about 1 time in 256 the padding is valid by chance.
-    t.ok(body.error === 'bad_padding' || body.error === 'not_json', `${name}: ${body.error}`)
-    if (body.error === 'bad_padding') t.match(body.error_description, /wx\.login\(\)/, 'tells to call wx.login() again')
+    await expectUndecryptable(t, await decrypt(app, token, old), name)
   }
   const fresh = await sealed(app, { b: 2 }, { openid: 'o-stale' })
   t.equal((await expectData(t, await decrypt(app, newer, fresh), 'new data')).b, 2, 'data under the new key opens')
@@ -166,10 +223,11 @@ t.test('raw_data and signature', async (t) => {
   const signature = createHash('sha1').update(rawData + SESSION_KEY).digest('hex')
 
   t.equal((await expectData(t, await decrypt(app, accessToken, { ...good, raw_data: rawData, signature }), 'a correct signature')).a, 1)
-  await expectError(t, await decrypt(app, accessToken, { ...good, raw_data: `${rawData} `, signature }), 400, 'bad_signature', 'changed raw_data')
+  await expectUndecryptable(t, await decrypt(app, accessToken, { ...good, raw_data: `${rawData} `, signature }), 'changed raw_data')
   const stale = createHash('sha1').update(rawData + 'AAAAAAAAAAAAAAAAAAAAAA==').digest('hex')
-  await expectError(t, await decrypt(app, accessToken, { ...good, raw_data: rawData, signature: stale }), 400, 'bad_signature', 'signed with another key')
-  await expectError(t, await decrypt(app, accessToken, { ...good, raw_data: rawData, signature: 'not-hex' }), 400, 'bad_signature', 'not hex')
+  await expectUndecryptable(t, await decrypt(app, accessToken, { ...good, raw_data: rawData, signature: stale }), 'signed with another key')
+  await expectUndecryptable(t, await decrypt(app, accessToken, { ...good, raw_data: rawData, signature: 'not-hex' }), 'not hex')
+  await expectUndecryptable(t, await decrypt(app, accessToken, { ...sealRaw(SESSION_KEY, 'not json'), raw_data: rawData, signature }), 'a good signature does not make bad data open')
   await expectError(t, await decrypt(app, accessToken, { ...good, raw_data: rawData }), 400, 'invalid_request', 'raw_data without signature')
   await expectError(t, await decrypt(app, accessToken, { ...good, signature }), 400, 'invalid_request', 'signature without raw_data')
 })
@@ -217,7 +275,7 @@ t.test('a user linked across apps decrypts with the session_key of the token app
   const crossed = await decrypt(app, tokenB, forA)
   t.equal(crossed.status, 400, "A's data with B's token does not open")
   // Sealed with B's key but watermarked for A: the watermark check catches it.
-  await expectError(t, await decrypt(app, tokenB, sealRaw(keyB, JSON.stringify({ x: 1, watermark: { appid: 'wxAAAA', timestamp: 1 } }))), 400, 'watermark_mismatch', 'B key, A watermark')
+  await expectUndecryptable(t, await decrypt(app, tokenB, sealRaw(keyB, JSON.stringify({ x: 1, watermark: { appid: 'wxAAAA', timestamp: 1 } }))), 'B key, A watermark')
   for (const line of app.logs) {
     if (line.includes(keyA) || line.includes(keyB)) t.fail(`a session_key was logged: ${line}`)
   }

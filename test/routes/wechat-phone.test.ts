@@ -288,3 +288,20 @@ t.test("a code of another mini-program is refused (WeChat knows it for its own a
   const codeA = await phoneCode(app, { appid: 'wxAAAA' })
   t.equal((await bind(app, tokensA.access_token, codeA)).status, 200, "app A's own code works")
 })
+
+t.test('binding is limited per user, before WeChat is called', async (t) => {
+  const app = await start(t, { MINIGATE_RATE_LIMITS: 'wechat=2' })
+  const tokens = await app.login({ scope: 'phone', openid: 'o-phone-limited' })
+  const other = await app.login({ scope: 'phone', openid: 'o-phone-limited-other' })
+  for (let i = 0; i < 2; i += 1) t.equal((await bind(app, tokens.access_token, await phoneCode(app))).status, 200, `binding ${i + 1} of the minute`)
+  const calls = app.simulator.calls.getuserphonenumber
+  const code = await phoneCode(app)
+  const limited = await bind(app, tokens.access_token, code)
+  t.equal(limited.headers.get('retry-after'), '30')
+  const body = await expectError(t, limited, 429, 'too_many_requests', 'the third')
+  t.match(body.error_description, /wechat\/phone/)
+  t.equal(app.simulator.calls.getuserphonenumber, calls, 'WeChat was not called (each call is billed)')
+  t.equal((await bind(app, other.access_token, await phoneCode(app))).status, 200, 'another user is not limited')
+  app.clock.advance(30)
+  t.equal((await bind(app, tokens.access_token, code)).status, 200, 'the code refused by the limit still works after Retry-After')
+})

@@ -48,6 +48,7 @@ const BODY_ENDPOINTS: BodyEndpoint[] = [
   { name: 'POST /wechat/decrypt', method: 'POST', path: '/wechat/decrypt', headers: { authorization: BEARER }, params: ['encrypted_data', 'iv', 'raw_data', 'signature'], bearer: true },
   { name: 'POST /wechat/phone', method: 'POST', path: '/wechat/phone', headers: { authorization: BEARER }, params: ['code'], bearer: true },
   { name: 'PATCH /userinfo', method: 'PATCH', path: '/userinfo', headers: { authorization: BEARER }, params: ['nickname', 'picture'], bearer: true },
+  { name: 'POST /userinfo/profile', method: 'POST', path: '/userinfo/profile', headers: { authorization: BEARER }, params: ['nickname', 'picture'], bearer: true },
 ]
 
 function send(endpoint: BodyEndpoint, body: string | Uint8Array | undefined, contentType: string | undefined, headers: Record<string, string> = {}): Promise<Response> {
@@ -332,7 +333,8 @@ t.test('other methods on the POST, PATCH and GET endpoints are 405', async (t) =
       ['/logout', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
       ['/wechat/decrypt', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
       ['/wechat/phone', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
-      ['/userinfo', ['GET', 'PATCH'], ['POST', 'PUT', 'DELETE', 'PROPFIND']],
+      ['/userinfo', ['GET', 'POST', 'PATCH'], ['PUT', 'DELETE', 'PROPFIND']],
+      ['/userinfo/profile', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
     ]
     for (const [path, allowed, methods] of endpoints) {
       for (const method of methods) {

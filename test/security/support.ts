@@ -35,14 +35,12 @@ export const ERROR_CODES = [
   'invalid_scope',
   'invalid_token',
   'insufficient_scope',
-  'access_denied',
   'not_found',
   // /wechat/decrypt's own codes
   'bad_iv',
-  'bad_padding',
-  'bad_data',
-  'bad_signature',
-  'watermark_mismatch',
+  'bad_encrypted_data',
+  'bad_session_key',
+  'decryption_failed',
 ]
 
 /** Starts an app on the test process's shared signing key (key generation is the slow part). */
@@ -280,6 +278,17 @@ export async function tokenState(app: TestApp): Promise<Record<string, number>> 
       (SELECT count(*) FROM audit_events) AS audit_events
   `.execute(app.deps.db)
   return { ...(rows[0] as Record<string, number>) }
+}
+
+/**
+ * Whether a refresh token would still be accepted: of its login's current generation, the login live.
+ * Read from the database, since introspection never shows a refresh token as active and a refresh
+ * rotates it.
+ */
+export async function refreshTokenLive(app: TestApp, token: string): Promise<boolean> {
+  const { sid, gen } = payloadOf(token) as { sid: string; gen: number }
+  const row = await app.deps.db.selectFrom('login_sessions').select(['generation', 'revoked_at']).where('id', '=', sid).executeTakeFirst()
+  return row !== undefined && row.generation === gen && row.revoked_at === null
 }
 
 /** A POST over a raw socket, for header values fetch refuses to send. */

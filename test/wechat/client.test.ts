@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
-import { AccessDenied, InvalidGrant, TemporarilyUnavailable, UpstreamError } from '../../src/errors.js'
+import { InvalidGrant, TemporarilyUnavailable, UpstreamError } from '../../src/errors.js'
 import { createLogger } from '../../src/log.js'
 import { createWeChatClient, type WeChatClient } from '../../src/wechat/client.js'
 import { failureOf, loginErrorFor, retryAfterSeconds, WeChatError, type WeChatFailure } from '../../src/wechat/errors.js'
@@ -277,7 +277,7 @@ t.test('loginErrorFor: what the client is told for each WeChat failure', async (
   const cases: Array<[WeChatFailure, Function, number, string, string | undefined]> = [
     ['invalid_code', InvalidGrant, 400, 'invalid_grant', undefined],
     ['code_used', InvalidGrant, 400, 'invalid_grant', undefined],
-    ['user_blocked', AccessDenied, 403, 'access_denied', undefined],
+    ['user_blocked', InvalidGrant, 400, 'invalid_grant', undefined],
     ['rate_limited', TemporarilyUnavailable, 503, 'temporarily_unavailable', String(retryAfterSeconds.rate_limited)],
     ['busy', TemporarilyUnavailable, 503, 'temporarily_unavailable', String(retryAfterSeconds.busy)],
     ['unreachable', TemporarilyUnavailable, 503, 'temporarily_unavailable', String(retryAfterSeconds.unreachable)],

@@ -1,6 +1,6 @@
 import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto'
 import t from 'tap'
-import { DecryptError, decryptWeChatData, encryptWeChatData, sessionKeySignature, verifyRawDataSignature } from '../../src/wechat/crypto.js'
+import { DECRYPTION_FAILED, DecryptError, decryptWeChatData, encryptWeChatData, sessionKeySignature, verifyRawDataSignature } from '../../src/wechat/crypto.js'
 
 // WeChat's own sample from its encryptedData documentation (also the test vector of most server SDKs).
 const SAMPLE = {
@@ -44,7 +44,7 @@ t.test("WeChat's documented sample decrypts, watermark checked", async (t) => {
   t.equal(data.nickName, 'Band')
   t.equal(data.unionId, 'ocMvos6NjeKLIBqg5Mr9QjxrP1FA')
   t.same(data.watermark, { timestamp: 1477314187, appid: SAMPLE.appid })
-  t.equal(failureOf(() => decryptWeChatData({ ...SAMPLE, appid: APPID })), 'watermark_mismatch', 'for another appid it is refused')
+  t.equal(failureOf(() => decryptWeChatData({ ...SAMPLE, appid: APPID })), 'decryption_failed', 'for another appid it is refused')
 })
 
 t.test('encrypt then decrypt round trip, with the watermark added', async (t) => {
@@ -80,7 +80,7 @@ t.test("base64 whose '+' arrived as spaces is repaired", async (t) => {
   t.equal(decryptWeChatData({ sessionKey: keyWithPlus, ...withKey, appid: APPID }).b, 2, 'a session_key with + works')
 })
 
-t.test('each failure is its own DecryptError', async (t) => {
+t.test('malformed input has its own DecryptError; every failure that depends on the key is decryption_failed', async (t) => {
   const good = encryptWeChatData({ sessionKey: KEY, data: { a: 1 }, watermarkAppid: APPID, timestamp: 1 })
   const open = (overrides: Partial<{ sessionKey: string; encryptedData: string; iv: string; appid: string }>) =>
     failureOf(() => decryptWeChatData({ sessionKey: KEY, ...good, appid: APPID, ...overrides }))
@@ -105,45 +105,56 @@ t.test('each failure is its own DecryptError', async (t) => {
   t.equal(open({ encryptedData: `${good.encryptedData.slice(0, 20)}\n${good.encryptedData.slice(20)}` }), 'bad_encrypted_data', 'a line break inside')
   t.equal(open({ encryptedData: good.encryptedData.slice(0, -2) }), 'bad_encrypted_data', 'cut short')
 
-  // A wrong key almost always breaks the PKCS#7 padding; 1 time in ~256 the padding happens to be valid.
-  const stale = seal('AAAAAAAAAAAAAAAAAAAAAA==', JSON.stringify({ a: 1, watermark: { appid: APPID } }))
-  const failure = open(stale)
-  t.ok(failure === 'bad_padding' || failure === 'not_json', `data sealed with another key: ${failure}`)
-  // 16 zero bytes sealed with a zero iv: the first block alone decrypts to zeros, whose last byte is no padding.
-  const zeros = seal(KEY, Buffer.alloc(16), Buffer.alloc(16))
-  const firstBlock = Buffer.from(zeros.encryptedData, 'base64').subarray(0, 16).toString('base64')
-  t.equal(open({ encryptedData: firstBlock, iv: zeros.iv }), 'bad_padding', 'a block without its padding block')
+  const keyDependent: Array<[string, { encryptedData: string; iv: string } | { appid: string }]> = [
+    ['data sealed with another key', seal('AAAAAAAAAAAAAAAAAAAAAA==', JSON.stringify({ a: 1, watermark: { appid: APPID } }))],
+    // 16 zero bytes sealed with a zero iv: the first block alone decrypts to zeros, whose last byte is no padding.
+    ['a block without its padding block', (() => {
+      const zeros = seal(KEY, Buffer.alloc(16), Buffer.alloc(16))
+      return { encryptedData: Buffer.from(zeros.encryptedData, 'base64').subarray(0, 16).toString('base64'), iv: zeros.iv }
+    })()],
+    ['padding bytes that disagree', seal(KEY, Buffer.concat([Buffer.from('{"watermark":{"appid":"wx0000000000000dev"}}'), Buffer.from([3, 3, 2])]))],
+    ['plaintext text', seal(KEY, 'hello, not JSON')],
+    ['plaintext an array', seal(KEY, '[1,2,3]')],
+    ['plaintext a string', seal(KEY, '"watermark"')],
+    ['plaintext null', seal(KEY, 'null')],
+    ['plaintext a number', seal(KEY, '42')],
+    ['plaintext truncated JSON', seal(KEY, '{"a":1,"watermark":{"appid":"wx0000000000000dev"')],
+    ['another appid', { appid: 'wxother0000000000' }],
+    ['no watermark at all', seal(KEY, JSON.stringify({ a: 1 }))],
+    ['a watermark that is not an object', seal(KEY, JSON.stringify({ a: 1, watermark: 'wx0000000000000dev' }))],
+    ['a null watermark', seal(KEY, JSON.stringify({ a: 1, watermark: null }))],
+    ['an appid that is not a string', seal(KEY, JSON.stringify({ a: 1, watermark: { appid: ['wx0000000000000dev'] } }))],
+    ['an appid in other case', seal(KEY, JSON.stringify({ a: 1, watermark: { appid: 'WX0000000000000DEV' } }))],
+  ]
+  for (const [name, overrides] of keyDependent) t.equal(open(overrides), 'decryption_failed', `${name}: decryption_failed`)
+})
 
-  for (const [name, plaintext] of [
-    ['text', 'hello, not JSON'],
-    ['an array', '[1,2,3]'],
-    ['a string', '"watermark"'],
-    ['null', 'null'],
-    ['a number', '42'],
-    ['truncated JSON', '{"a":1,"watermark":{"appid":"wx0000000000000dev"'],
-  ] as const) {
-    t.equal(open(seal(KEY, plaintext)), 'not_json', `plaintext ${name} is not_json`)
+t.test('no padding oracle: every iv byte gives data that opens or the same decryption_failed', async (t) => {
+  // The attack: one block of real data, the last iv byte tried 256 ways. Exactly the values that make
+  // valid padding used to answer differently (not_json instead of bad_padding).
+  const sealed = encryptWeChatData({ sessionKey: KEY, data: { a: 1 }, watermarkAppid: APPID, timestamp: 1 })
+  const lastBlock = Buffer.from(sealed.encryptedData, 'base64').subarray(-16)
+  const previous = Buffer.from(sealed.encryptedData, 'base64').subarray(-32, -16)
+  const answers = new Map<string, number>()
+  for (let byte = 0; byte < 256; byte += 1) {
+    const iv = Buffer.from(previous)
+    iv[15] = byte
+    let answer = 'opened'
+    try {
+      decryptWeChatData({ sessionKey: KEY, encryptedData: lastBlock.toString('base64'), iv: iv.toString('base64'), appid: APPID })
+    } catch (error) {
+      answer = `${(error as DecryptError).failure}: ${(error as DecryptError).message}`
+    }
+    answers.set(answer, (answers.get(answer) ?? 0) + 1)
   }
-
-  t.equal(open({ appid: 'wxother0000000000' }), 'watermark_mismatch', 'another appid')
-  t.equal(open(seal(KEY, JSON.stringify({ a: 1 }))), 'watermark_mismatch', 'no watermark at all')
-  t.equal(open(seal(KEY, JSON.stringify({ a: 1, watermark: 'wx0000000000000dev' }))), 'watermark_mismatch', 'a watermark that is not an object')
-  t.equal(open(seal(KEY, JSON.stringify({ a: 1, watermark: { appid: ['wx0000000000000dev'] } }))), 'watermark_mismatch', 'an appid that is not a string')
-  t.equal(open(seal(KEY, JSON.stringify({ a: 1, watermark: { appid: 'WX0000000000000DEV' } }))), 'watermark_mismatch', 'appids are compared exactly')
+  t.same([...answers.keys()], [`decryption_failed: ${DECRYPTION_FAILED}`], 'one failure and one message for all 256')
+  t.equal(answers.get(`decryption_failed: ${DECRYPTION_FAILED}`), 256)
 })
 
 t.test('DecryptError messages are fit for the client and never hold the key', async (t) => {
   const stale = seal('AAAAAAAAAAAAAAAAAAAAAA==', 'x'.repeat(40))
-  try {
-    decryptWeChatData({ sessionKey: KEY, ...stale, appid: APPID })
-    t.fail('should not open')
-  } catch (error) {
-    t.type(error, DecryptError)
-    const { failure, message, name } = error as DecryptError
-    t.equal(name, 'DecryptError')
-    if (failure === 'bad_padding') t.match(message, /wx\.login/, 'bad_padding tells to call wx.login() again')
-    t.notOk(message.includes(KEY), 'the session_key is not in the message')
-  }
+  t.throws(() => decryptWeChatData({ sessionKey: KEY, ...stale, appid: APPID }), { name: 'DecryptError', failure: 'decryption_failed', message: /wx\.login/ }, 'tells to call wx.login() again')
+  t.notOk(DECRYPTION_FAILED.includes(KEY), 'the session_key is not in the message')
   t.throws(
     () => decryptWeChatData({ sessionKey: 'bad', encryptedData: '', iv: '', appid: APPID }),
     { name: 'DecryptError', failure: 'bad_session_key', message: /wx\.login/ },
