@@ -252,11 +252,14 @@ t.test('getUser, uploadAvatar (wx.uploadFile) and bindPhone', async (t) => {
   await t.rejects(client.bindPhone(''), TypeError)
 })
 
+// POST /userinfo/profile is being added to the server in parallel: until it is there (a Bearer route
+// answers 401 without a token), this test is a todo.
 const discovery = (await (await fetch(`${issuer}/.well-known/openid-configuration`)).json()) as Record<string, unknown>
-const profileEndpoint = typeof discovery.userinfo_profile_endpoint === 'string'
+const profileEndpoint = typeof discovery.userinfo_profile_endpoint === 'string' ? discovery.userinfo_profile_endpoint : `${issuer}/userinfo/profile`
+const profileRouteExists = (await fetch(profileEndpoint, { method: 'POST' })).status === 401
 t.test(
   'updateProfile: POST /userinfo/profile (wx.request cannot send PATCH)',
-  { todo: profileEndpoint ? false : 'needs the server’s POST /userinfo/profile and its discovery field, added in parallel' },
+  { todo: profileRouteExists ? false : 'needs the server’s POST /userinfo/profile, added in parallel' },
   async (t) => {
     const { wx, client } = phone('oClientNickname')
     await client.login()
@@ -264,7 +267,7 @@ t.test(
     t.equal(user.nickname, '小明')
     t.equal((await client.getUser()).nickname, '小明')
     t.notOk(wx.calls.some((call) => call.method === 'PATCH'), 'no PATCH was attempted')
-    t.match(wx.calls.find((call) => call.url === discovery.userinfo_profile_endpoint), { method: 'POST', statusCode: 200 })
+    t.match(wx.calls.find((call) => call.url === profileEndpoint), { method: 'POST', statusCode: 200 })
     await t.rejects(client.updateProfile(undefined as never), TypeError)
   },
 )
