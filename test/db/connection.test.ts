@@ -1,8 +1,9 @@
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import t, { type Test } from 'tap'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
+import { DatabaseMissing } from '../../src/db/dialect.js'
 
 function open(t: Test, file = join(t.testdir(), 'nested', 'folder', 'minigate.sqlite')): Db {
   const db = openDatabase(file)
@@ -41,6 +42,20 @@ t.test('migrateToLatest creates the schema and is idempotent', async (t) => {
   t.equal(second.error, undefined)
   t.same(await tables(), before, 'same tables')
   t.equal((await db.selectFrom('users').selectAll().execute()).length, 1, 'data survives')
+})
+
+t.test('a new database file and its -wal and -shm are 0600 (it holds phone numbers)', async (t) => {
+  const file = join(t.testdir(), 'private', 'minigate.sqlite')
+  const db = open(t, file)
+  await migrateToLatest(db)
+  await db.insertInto('users').values({ id: 'u1', unionid: null, created_at: 1, updated_at: 1 }).execute()
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) t.equal(statSync(path).mode & 0o777, 0o600, `${path.slice(file.length - 14)} is 0600`)
+})
+
+t.test('opening with create: false refuses a database that does not exist, and creates nothing', async (t) => {
+  const file = join(t.testdir(), 'missing', 'minigate.sqlite')
+  t.throws(() => openDatabase(file, { create: false }), DatabaseMissing)
+  t.notOk(existsSync(join(file, '..')), 'not even its folder')
 })
 
 t.test('a reopened file keeps its schema and data, and migrating it again is a no-op', async (t) => {
