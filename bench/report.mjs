@@ -1,0 +1,205 @@
+// What `npm run bench` prints and writes: the table (markdown, so it pastes into the README), the
+// issue's targets checked against the figures, and the chart (hand-written SVG).
+
+/** The issue's targets (issue 12), judged by the benchmark, never by timed tests. */
+export const TARGETS = {
+  efficiency: { refresh: 0.75, login: 0.6 },
+  p99Ms: 25,
+  scaleP99Ratio: 1.25,
+  peakRssMB: 150,
+}
+
+const round = (value, digits = 0) => (value === null || value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits))
+
+/** The rows of the table: every configuration's scenarios, then its rows at scale. */
+export function rowsOf(results) {
+  const rows = []
+  for (const config of results.configurations) {
+    for (const row of config.scenarios) rows.push({ config: `${config.label}, ${config.users.toLocaleString('en-US')} users`, ...row })
+    if (config.scale) for (const row of config.scale.scenarios) rows.push({ config: `${config.label}, ${config.scale.users.toLocaleString('en-US')} users`, ...row })
+  }
+  return rows
+}
+
+/** The table as markdown. */
+export function formatTable(results) {
+  const header = ['configuration', 'endpoint', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'CPU ms/req', 'peak RSS MB', 'efficiency']
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`]
+  for (const row of rowsOf(results)) {
+    lines.push(
+      `| ${[
+        row.config,
+        row.endpoint,
+        round(row.rps),
+        round(row.p50),
+        round(row.p99),
+        String(row.errors),
+        round(row.cpuMsPerRequest, 2),
+        round(row.peakRssMB),
+        row.efficiency === null ? '-' : round(row.efficiency, 2),
+      ].join(' | ')} |`,
+    )
+  }
+  return lines.join('\n')
+}
+
+/** Each target of the issue, met or not, with the figure that decides it. */
+export function checkTargets(results) {
+  const checks = []
+  for (const config of results.configurations) {
+    for (const row of config.scenarios) {
+      const floor = TARGETS.efficiency[row.scenario]
+      if (floor !== undefined) checks.push({ target: `${config.label}: ${row.scenario} efficiency >= ${floor}`, value: round(row.efficiency, 2), met: row.efficiency >= floor })
+      checks.push({ target: `${config.label}: ${row.endpoint} p99 < ${TARGETS.p99Ms} ms`, value: `${round(row.p99)} ms`, met: row.p99 < TARGETS.p99Ms })
+    }
+    const peak = Math.max(...config.scenarios.map((row) => row.peakRssMB))
+    checks.push({ target: `${config.label}: server peak RSS < ${TARGETS.peakRssMB} MB`, value: `${round(peak)} MB`, met: peak < TARGETS.peakRssMB })
+    if (config.scale) {
+      for (const row of config.scale.scenarios) {
+        const base = config.scenarios.find((other) => other.scenario === row.scenario)
+        if (!base) continue
+        const ratio = row.p99 / base.p99
+        checks.push({
+          target: `${config.label}: ${row.scenario} p99 at ${config.scale.users.toLocaleString('en-US')} users <= ${TARGETS.scaleP99Ratio} x at ${config.users.toLocaleString('en-US')}`,
+          value: `${round(row.p99)} / ${round(base.p99)} ms = ${round(ratio, 2)} x`,
+          met: ratio <= TARGETS.scaleP99Ratio,
+        })
+      }
+    }
+  }
+  return checks
+}
+
+// --- chart ------------------------------------------------------------------------------------------
+
+const COLORS = ['#2f6fb0', '#e07b27', '#3a9a4b', '#b8413d', '#7d5ba6', '#8c6d31']
+
+/** 20182 -> 20.2k: five-digit labels would overlap over narrow bars. */
+const compact = (v) => (v >= 10_000 ? `${(v / 1000).toFixed(v >= 100_000 ? 0 : 1)}k` : String(Math.round(v)))
+
+const escape = (text) => String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
+
+/** Round tick steps (1, 2, 5 x 10^n) giving about `count` ticks up to `max`. */
+function ticks(max, count = 5) {
+  if (!(max > 0)) return [0, 1]
+  const raw = max / count
+  const magnitude = 10 ** Math.floor(Math.log10(raw))
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= raw)
+  const result = []
+  for (let value = 0; value <= max + step * 0.999; value += step) result.push(Number(value.toPrecision(12)))
+  return result
+}
+
+/** Log-scale ticks (1, 2, 5 x 10^n) from the decade below `min` to the one above `max`. */
+function logTicks(min, max) {
+  const result = []
+  for (let decade = 10 ** Math.floor(Math.log10(Math.max(1, min))); decade <= max * 10; decade *= 10) {
+    for (const m of [1, 2, 5]) {
+      const value = m * decade
+      result.push(value)
+      if (value >= max) return result
+    }
+  }
+  return result
+}
+
+function panel({ x, y, width, height, title, endpoints, series, value, format, line, log = false }) {
+  const parts = []
+  const values = series.flatMap((s) => endpoints.map((endpoint) => value(s.rows[endpoint]))).filter((v) => v !== undefined && v !== null)
+  const max = Math.max(line?.value ?? 0, ...values)
+  const scale = log ? logTicks(Math.min(...values.filter((v) => v > 0)), max) : ticks(max)
+  const bottom = log ? scale[0] : 0
+  const top = scale[scale.length - 1]
+  const plotLeft = x + 56
+  const plotWidth = width - 66
+  const plotTop = y + 28
+  const plotHeight = height - 70
+  const fraction = (v) => (log ? (Math.log10(Math.max(v, bottom)) - Math.log10(bottom)) / (Math.log10(top) - Math.log10(bottom)) : v / top)
+  const yOf = (v) => plotTop + plotHeight - fraction(v) * plotHeight
+  parts.push(`<text x="${x}" y="${y + 14}" class="title">${escape(title)}</text>`)
+  for (const tick of scale) {
+    parts.push(`<line x1="${plotLeft}" x2="${plotLeft + plotWidth}" y1="${yOf(tick)}" y2="${yOf(tick)}" class="grid"/>`)
+    parts.push(`<text x="${plotLeft - 6}" y="${yOf(tick) + 4}" class="tick" text-anchor="end">${format(tick)}</text>`)
+  }
+  const groupWidth = plotWidth / endpoints.length
+  const barWidth = Math.min(28, (groupWidth - 16) / series.length)
+  endpoints.forEach((endpoint, e) => {
+    // Only the series measured at this endpoint, centred in its group.
+    const present = series.filter((s) => value(s.rows[endpoint]) !== undefined && value(s.rows[endpoint]) !== null)
+    const groupLeft = plotLeft + e * groupWidth + (groupWidth - barWidth * present.length) / 2
+    present.forEach((s, i) => {
+      const v = value(s.rows[endpoint])
+      const bx = groupLeft + i * barWidth
+      parts.push(`<rect x="${bx.toFixed(1)}" y="${yOf(v).toFixed(1)}" width="${(barWidth - 2).toFixed(1)}" height="${(plotTop + plotHeight - yOf(v)).toFixed(1)}" fill="${s.color}"><title>${escape(`${s.label}, ${endpoint}: ${format(v)}`)}</title></rect>`)
+      parts.push(`<text x="${(bx + (barWidth - 2) / 2).toFixed(1)}" y="${(yOf(v) - 3).toFixed(1)}" class="value" text-anchor="middle">${format(v)}</text>`)
+    })
+    parts.push(`<text x="${(plotLeft + (e + 0.5) * groupWidth).toFixed(1)}" y="${plotTop + plotHeight + 16}" class="label" text-anchor="middle">${escape(endpoint)}</text>`)
+  })
+  if (line && line.value <= top) {
+    parts.push(`<line x1="${plotLeft}" x2="${plotLeft + plotWidth}" y1="${yOf(line.value)}" y2="${yOf(line.value)}" class="target"/>`)
+    parts.push(`<text x="${plotLeft + 4}" y="${yOf(line.value) - 4}" class="target-label">${escape(line.label)}</text>`)
+  }
+  parts.push(`<line x1="${plotLeft}" x2="${plotLeft + plotWidth}" y1="${plotTop + plotHeight}" y2="${plotTop + plotHeight}" class="axis"/>`)
+  return parts.join('\n')
+}
+
+/** The chart: req/s and p99 per endpoint, one bar per configuration (and per scale, when measured). */
+export function renderChart(results) {
+  const series = []
+  for (const config of results.configurations) {
+    series.push({ label: `${config.label}, ${config.users.toLocaleString('en-US')} users`, rows: Object.fromEntries(config.scenarios.map((row) => [row.endpoint, row])) })
+    if (config.scale) series.push({ label: `${config.label}, ${config.scale.users.toLocaleString('en-US')} users`, rows: Object.fromEntries(config.scale.scenarios.map((row) => [row.endpoint, row])) })
+  }
+  series.forEach((s, i) => (s.color = COLORS[i % COLORS.length]))
+  const endpoints = [...new Set(results.configurations.flatMap((config) => config.scenarios.map((row) => row.endpoint)))]
+  const width = 980
+  const panelHeight = 300
+  const legendTop = 58
+  const legendRows = Math.ceil(series.length / 3)
+  const firstPanel = legendTop + legendRows * 18 + 10
+  const height = firstPanel + 2 * panelHeight + 10
+  const m = results.machine
+  const subtitle = `${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.date.slice(0, 10)}; ${results.settings.connections} connections, ${results.settings.duration} s per endpoint; signing ceiling ${Math.round(results.ceiling.inFlight)} RS256/s`
+  const legend = series
+    .map((s, i) => {
+      const lx = 20 + (i % 3) * 320
+      const ly = legendTop + Math.floor(i / 3) * 18
+      return `<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${s.color}"/><text x="${lx + 18}" y="${ly}" class="label">${escape(s.label)}</text>`
+    })
+    .join('\n')
+  const body = [
+    panel({ x: 20, y: firstPanel, width: width - 40, height: panelHeight, title: 'Requests per second, log scale (higher is better)', endpoints, series, value: (row) => row?.rps, format: compact, log: true }),
+    panel({
+      x: 20,
+      y: firstPanel + panelHeight,
+      width: width - 40,
+      height: panelHeight,
+      title: 'p99 latency, ms (lower is better)',
+      endpoints,
+      series,
+      value: (row) => row?.p99,
+      format: (v) => String(Math.round(v)),
+      line: { value: TARGETS.p99Ms, label: `target ${TARGETS.p99Ms} ms` },
+    }),
+  ]
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">
+<style>
+  .heading { font-size: 17px; font-weight: bold; fill: #222; }
+  .sub { font-size: 12px; fill: #555; }
+  .title { font-size: 14px; font-weight: bold; fill: #222; }
+  .label { font-size: 12px; fill: #333; }
+  .tick { font-size: 11px; fill: #666; }
+  .value { font-size: 9px; fill: #333; }
+  .grid { stroke: #e3e3e3; stroke-width: 1; }
+  .axis { stroke: #888; stroke-width: 1; }
+  .target { stroke: #b8413d; stroke-width: 1; stroke-dasharray: 5 4; }
+  .target-label { font-size: 11px; fill: #b8413d; }
+</style>
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="20" y="24" class="heading">minigate: npm run bench</text>
+<text x="20" y="42" class="sub">${escape(subtitle)}</text>
+${legend}
+${body.join('\n')}
+</svg>
+`
+}
