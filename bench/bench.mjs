@@ -10,11 +10,11 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { killChildren, freePort, paths, runNodeJson, startMinigate, startSimulator } from './processes.mjs'
-import { checkTargets, formatTable, renderChart } from './report.mjs'
+import { checkTargets, describeRun, describeSizes, formatTable, renderChart, targetsTable } from './report.mjs'
 import { databaseSize, openidOf, prepareDatabase, seedUsers } from './seed.mjs'
 
 const USAGE = `npm run bench -- [options]
@@ -30,6 +30,7 @@ const USAGE = `npm run bench -- [options]
   --scope <scope>       scope of the logins (default profile; "openid profile" adds an ID token: 3 signatures)
   --out <file>          results file (default bench/results.json)
   --chart <file>        chart file (default bench/chart.svg)
+  --update-readme       also write the results into README.md, between its bench:results markers
   --help                this text`
 
 const SCENARIOS = {
@@ -62,6 +63,7 @@ function parseOptions(argv) {
       scope: { type: 'string', default: 'profile' },
       out: { type: 'string', default: 'bench/results.json' },
       chart: { type: 'string', default: 'bench/chart.svg' },
+      'update-readme': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   })
@@ -91,6 +93,7 @@ function parseOptions(argv) {
     signatures: values.scope.split(' ').includes('openid') ? 3 : 2,
     out: resolve(paths.root, values.out),
     chart: resolve(paths.root, values.chart),
+    updateReadme: values['update-readme'],
   }
 }
 
@@ -343,6 +346,36 @@ async function startPostgres() {
   return { url: started, stop: () => execFileSync(script, ['stop'], { stdio: 'ignore' }) }
 }
 
+// --- the README -------------------------------------------------------------------------------------------
+
+const README_START = '<!-- bench:results'
+const README_END = '<!-- /bench:results -->'
+
+/** Replaces the README's results block (between the bench:results markers) with this run's. */
+function updateReadme(results, options) {
+  const file = join(paths.root, 'README.md')
+  const text = readFileSync(file, 'utf8')
+  const start = text.indexOf(README_START)
+  const end = text.indexOf(README_END)
+  if (start === -1 || end < start) throw new Error(`README.md has no ${README_START} ... ${README_END} block to update`)
+  const block = [
+    `${README_START}: written by \`npm run bench -- --update-readme\`; change the harness, not this block -->`,
+    describeRun(results),
+    '',
+    formatTable(results),
+    '',
+    `Database size: ${describeSizes(results)}.`,
+    '',
+    'The targets of issue 12:',
+    '',
+    targetsTable(results),
+    '',
+    `![npm run bench: requests per second and p99 latency per endpoint and configuration](${relative(paths.root, options.chart)})`,
+    README_END,
+  ].join('\n')
+  writeFileSync(file, `${text.slice(0, start)}${block}${text.slice(end + README_END.length)}`)
+}
+
 // --- main ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -402,13 +435,11 @@ async function main() {
   writeFileSync(options.chart, renderChart(results))
 
   console.log(`\n${formatTable(results)}\n`)
-  for (const config of results.configurations) {
-    const size = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`
-    console.log(`${config.label}: database ${size(config.databaseSize.bytes)} at ${config.users.toLocaleString('en-US')} users${config.scale ? `, ${size(config.scale.databaseSize.bytes)} at ${config.scale.users.toLocaleString('en-US')} users (seeded in ${config.scale.seedSeconds.toFixed(1)} s)` : ''}`)
-  }
+  console.log(`database size: ${describeSizes(results)}`)
   console.log('\ntargets (issue 12):')
   for (const check of results.targets) console.log(`  ${check.met ? 'met    ' : 'NOT MET'}  ${check.target}: ${check.value}`)
-  console.log(`\nwrote ${options.out} and ${options.chart} (${results.seconds} s)`)
+  if (options.updateReadme) updateReadme(results, options)
+  console.log(`\nwrote ${options.out} and ${options.chart}${options.updateReadme ? ' and the README\'s results' : ''} (${results.seconds} s)`)
   const errors = results.configurations.flatMap((config) => [...config.scenarios, ...(config.scale?.scenarios ?? [])]).reduce((sum, row) => sum + row.errors + row.warmupErrors, 0)
   if (errors > 0) {
     console.error(`bench: ${errors} requests failed (warm-ups included): the figures above are not a clean run`)
