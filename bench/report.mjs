@@ -103,12 +103,15 @@ export function targetsTable(results) {
 export function describeRun(results) {
   const m = results.machine
   const s = results.settings
+  const near = rowsOf(results)
+    .map((row) => row.ceilingInFlight)
+    .filter((value) => typeof value === 'number')
   return (
     `One run on ${m.date.slice(0, 10)} on ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, Linux ${m.kernel}; a machine shared with ` +
     `other work (load average ${m.loadAverageAtStart[0]} at the start, ${m.loadAverageAtEnd?.[0] ?? '?'} at the end). ${s.connections} connections, ` +
     `${s.duration} s per endpoint after ${s.warmup} s of warm-up, scope \`${s.scope}\` (${s.signaturesPerLoginAndRefresh} signatures per login and refresh). ` +
-    `Signing ceiling: ${Math.round(results.ceiling.sequential)} RS256 signatures/s one at a time, ${Math.round(results.ceiling.inFlight)}/s with ` +
-    `${results.ceiling.inFlightWidth} in flight.`
+    `Signing ceiling at the start: ${Math.round(results.ceiling.sequential)} RS256 signatures/s one at a time, ${Math.round(results.ceiling.inFlight)}/s with ` +
+    `${results.ceiling.inFlightWidth} in flight${near.length > 0 ? `; around each login and refresh row (the mean of a measurement just before and one just after, against which that row's efficiency is computed), from ${Math.round(Math.min(...near))} to ${Math.round(Math.max(...near))}/s in flight` : ''}.`
   )
 }
 
