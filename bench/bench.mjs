@@ -208,8 +208,8 @@ function runLoad(ctx, scenario, seconds, data) {
   })
 }
 
-/** Warms `scenario` up, then measures it; the table's row. */
-async function measure(ctx, scenario, users) {
+/** Warms `scenario` up, then measures it; the table's row. `tag` marks the printed line. */
+async function measure(ctx, scenario, users, tag = '') {
   const { endpoint, signs } = SCENARIOS[scenario]
   let estimate
   let warmupErrors = 0
@@ -247,7 +247,7 @@ async function measure(ctx, scenario, users) {
   if (result.codesExhausted > 0) problems.push(`ran out of minted codes ${result.codesExhausted} times`)
   if (warmupErrors > 0) problems.push(`${warmupErrors} errors during the warm-up`)
   const efficiency = signs ? `  efficiency ${row.efficiency.toFixed(2)} (ceiling ${Math.round(ceiling.before)}/s before, ${Math.round(ceiling.after)}/s after)` : ''
-  console.log(`  ${endpoint.padEnd(28)} ${String(Math.round(row.rps)).padStart(6)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms  errors ${row.errors}${efficiency}${problems.length ? `  !! ${problems.join('; ')}` : ''}`)
+  console.log(`  ${`${tag}${endpoint}`.padEnd(tag ? 44 : 28)} ${String(Math.round(row.rps)).padStart(6)} req/s  p50 ${row.p50} ms  p99 ${row.p99} ms  errors ${row.errors}${efficiency}${problems.length ? `  !! ${problems.join('; ')}` : ''}`)
   return row
 }
 
@@ -259,45 +259,61 @@ function withSchema(url, schema) {
   return parsed.toString()
 }
 
-async function runConfiguration(options, config, shared) {
-  console.log(`\n${config.label}`)
-  const dir = mkdtempSync(join(tmpdir(), 'minigate-bench-'))
-  const keysDir = join(dir, 'keys')
-  let location = join(dir, 'minigate.sqlite')
-  let dropSchema = async () => {}
-  if (config.dialect === 'postgres') {
-    const schema = `bench_${randomBytes(5).toString('hex')}`
-    const admin = new pg.Client({ connectionString: options.pgUrl })
-    await admin.connect()
-    await admin.query(`create schema ${schema}`)
-    await admin.end()
-    location = withSchema(options.pgUrl, schema)
-    dropSchema = async () => {
+/** A fresh database: a SQLite file in `dir`, or a schema of its own on PostgreSQL; `drop` removes it. */
+async function freshDatabase(options, dialect, dir, name) {
+  if (dialect === 'sqlite') return { location: join(dir, `${name}.sqlite`), drop: async () => {} }
+  const schema = `bench_${randomBytes(5).toString('hex')}`
+  const admin = new pg.Client({ connectionString: options.pgUrl })
+  await admin.connect()
+  await admin.query(`create schema ${schema}`)
+  await admin.end()
+  return {
+    location: withSchema(options.pgUrl, schema),
+    drop: async () => {
       const client = new pg.Client({ connectionString: options.pgUrl })
       await client.connect()
       await client.query(`drop schema ${schema} cascade`)
       await client.end()
-    }
+    },
   }
-  const ctx = { options, ceiling: shared.ceiling, clockTicks: shared.clockTicks, servers: [], simulator: undefined }
+}
+
+/** Starts `instances` minigates on `location`, one after the other (the first creates the signing key). */
+async function startInstances(ctx, shared, location, keysDir, instances) {
+  const ports = await Promise.all(Array.from({ length: instances }, () => freePort()))
+  const env = {
+    WECHAT_APPS: `${shared.appid}:${shared.appSecret}`,
+    WECHAT_API_BASE: ctx.simulator.url,
+    MINIGATE_DB: location,
+    MINIGATE_KEYS_DIR: keysDir,
+    MINIGATE_ISSUER: `http://127.0.0.1:${ports[0]}`,
+    MINIGATE_SERVICES: `bench-service:${shared.serviceSecret}`,
+    MINIGATE_RATE_LIMITS: 'off',
+    MINIGATE_LOG_LEVEL: 'warn',
+  }
+  const servers = []
+  for (const port of ports) {
+    const server = await startMinigate(env, port)
+    ctx.started.push(server)
+    servers.push(server)
+  }
+  return servers
+}
+
+async function runConfiguration(options, config, shared) {
+  console.log(`\n${config.label}`)
+  const dir = mkdtempSync(join(tmpdir(), 'minigate-bench-'))
+  const keysDir = join(dir, 'keys')
+  const databases = []
+  const ctx = { options, ceiling: shared.ceiling, clockTicks: shared.clockTicks, started: [], simulator: undefined }
   try {
     const baseUsers = Math.min(BASE_USERS, options.users ?? BASE_USERS)
-    await prepareDatabase(location, keysDir)
-    await seedUsers(location, { keysDir, appid: shared.appid, to: baseUsers })
+    const base = await freshDatabase(options, config.dialect, dir, 'minigate')
+    databases.push(base)
+    await prepareDatabase(base.location, keysDir)
+    await seedUsers(base.location, { keysDir, appid: shared.appid, to: baseUsers })
     ctx.simulator = await startSimulator(`${shared.appid}:${shared.appSecret}`)
-    const ports = await Promise.all(Array.from({ length: config.instances }, () => freePort()))
-    const env = {
-      WECHAT_APPS: `${shared.appid}:${shared.appSecret}`,
-      WECHAT_API_BASE: ctx.simulator.url,
-      MINIGATE_DB: location,
-      MINIGATE_KEYS_DIR: keysDir,
-      MINIGATE_ISSUER: `http://127.0.0.1:${ports[0]}`,
-      MINIGATE_SERVICES: `bench-service:${shared.serviceSecret}`,
-      MINIGATE_RATE_LIMITS: 'off',
-      MINIGATE_LOG_LEVEL: 'warn',
-    }
-    // One after the other: the first creates the signing key, the second loads it.
-    for (const port of ports) ctx.servers.push(await startMinigate(env, port))
+    ctx.servers = await startInstances(ctx, shared, base.location, keysDir, config.instances)
     ctx.urls = ctx.servers.map((server) => server.url)
     ctx.basic = `Basic ${Buffer.from(`bench-service:${shared.serviceSecret}`).toString('base64')}`
     ctx.accessTokens = (await logins(ctx, ACCESS_TOKENS, baseUsers)).map((tokens) => tokens.access_token)
@@ -310,26 +326,41 @@ async function runConfiguration(options, config, shared) {
       dialect: config.dialect,
       instances: config.instances,
       users: baseUsers,
-      databaseSize: await databaseSize(location),
+      databaseSize: await databaseSize(base.location),
       scenarios,
     }
     const scaleScenarios = options.scenarios.filter((name) => name === 'login' || name === 'refresh')
     if (options.users !== undefined && options.users > baseUsers && config.scale && scaleScenarios.length > 0) {
-      console.log(`  seeding ${(options.users - baseUsers).toLocaleString('en-US')} more users...`)
-      const seedSeconds = await seedUsers(location, { keysDir, appid: shared.appid, from: baseUsers, to: options.users })
-      console.log(`  seeded in ${seedSeconds.toFixed(1)} s; at ${options.users.toLocaleString('en-US')} users:`)
+      // A second database with all N users and a server of its own, measured right after the base one
+      // for each endpoint: a shared machine's speed drifts over minutes, and the comparison is what counts.
+      const big = await freshDatabase(options, config.dialect, dir, 'minigate-scale')
+      databases.push(big)
+      await prepareDatabase(big.location, keysDir)
+      console.log(`  seeding ${options.users.toLocaleString('en-US')} users into a second database...`)
+      const seedSeconds = await seedUsers(big.location, { keysDir, appid: shared.appid, to: options.users })
+      console.log(`  seeded in ${seedSeconds.toFixed(1)} s; each endpoint at ${baseUsers.toLocaleString('en-US')} users, then at ${options.users.toLocaleString('en-US')}:`)
+      // Both sides on a freshly started server, so they differ by their database alone.
+      await Promise.all(ctx.servers.map((server) => server.stop()))
+      const baseServers = await startInstances(ctx, shared, base.location, keysDir, 1)
+      const baseCtx = { ...ctx, servers: baseServers, urls: baseServers.map((server) => server.url) }
+      const bigServers = await startInstances(ctx, shared, big.location, keysDir, 1)
+      const bigCtx = { ...ctx, servers: bigServers, urls: bigServers.map((server) => server.url) }
+      const again = []
       const scaled = []
-      for (const scenario of scaleScenarios) scaled.push(await measure(ctx, scenario, options.users))
-      result.scale = { users: options.users, seedSeconds, databaseSize: await databaseSize(location), scenarios: scaled }
+      for (const scenario of scaleScenarios) {
+        again.push(await measure(baseCtx, scenario, baseUsers, `${baseUsers.toLocaleString('en-US')} users: `))
+        scaled.push(await measure(bigCtx, scenario, options.users, `${options.users.toLocaleString('en-US')} users: `))
+      }
+      result.scale = { users: options.users, seedSeconds, databaseSize: await databaseSize(big.location), base: again, scenarios: scaled }
     }
-    const warnings = ctx.servers.flatMap((server) => server.logs)
+    const warnings = ctx.started.flatMap((server) => server.logs)
     result.serverLogLines = warnings.length
     if (warnings.length > 0) console.log(`  the server logged ${warnings.length} warning or error lines, the first: ${warnings[0]}`)
     return result
   } finally {
-    await Promise.all(ctx.servers.map((server) => server.stop()))
+    await Promise.all(ctx.started.map((server) => server.stop()))
     await ctx.simulator?.stop()
-    await dropSchema().catch((error) => console.error(`bench: could not drop the benchmark's schema: ${error.message}`))
+    for (const database of databases) await database.drop().catch((error) => console.error(`bench: could not drop the benchmark's schema: ${error.message}`))
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -450,7 +481,7 @@ async function main() {
   for (const check of results.targets) console.log(`  ${check.met ? 'met    ' : 'NOT MET'}  ${check.target}: ${check.value}`)
   if (options.updateReadme) updateReadme(results, options)
   console.log(`\nwrote ${options.out} and ${options.chart}${options.updateReadme ? ' and the README\'s results' : ''} (${results.seconds} s)`)
-  const errors = results.configurations.flatMap((config) => [...config.scenarios, ...(config.scale?.scenarios ?? [])]).reduce((sum, row) => sum + row.errors + row.warmupErrors, 0)
+  const errors = results.configurations.flatMap((config) => [...config.scenarios, ...(config.scale?.base ?? []), ...(config.scale?.scenarios ?? [])]).reduce((sum, row) => sum + row.errors + row.warmupErrors, 0)
   if (errors > 0) {
     console.error(`bench: ${errors} requests failed (warm-ups included): the figures above are not a clean run`)
     process.exitCode = 1

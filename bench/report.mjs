@@ -11,14 +11,24 @@ export const TARGETS = {
 
 const round = (value, digits = 0) => (value === null || value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits))
 
-/** The rows of the table: every configuration's scenarios, then its rows at scale. */
-export function rowsOf(results) {
-  const rows = []
-  for (const config of results.configurations) {
-    for (const row of config.scenarios) rows.push({ config: `${config.label}, ${config.users.toLocaleString('en-US')} users`, ...row })
-    if (config.scale) for (const row of config.scale.scenarios) rows.push({ config: `${config.label}, ${config.scale.users.toLocaleString('en-US')} users`, ...row })
+const users = (n) => `${n.toLocaleString('en-US')} users`
+
+/**
+ * The groups of rows of a configuration, each with its label: the scenarios, then at scale the base
+ * database measured again beside the big one (each endpoint on one, then right after on the other).
+ */
+export function seriesOf(config) {
+  const series = [{ label: `${config.label}, ${users(config.users)}`, rows: config.scenarios }]
+  if (config.scale) {
+    series.push({ label: `${config.label}, ${users(config.users)}, beside ${config.scale.users.toLocaleString('en-US')}`, rows: config.scale.base })
+    series.push({ label: `${config.label}, ${users(config.scale.users)}`, rows: config.scale.scenarios })
   }
-  return rows
+  return series
+}
+
+/** The rows of the table, each with its configuration's label. */
+export function rowsOf(results) {
+  return results.configurations.flatMap((config) => seriesOf(config).flatMap((series) => series.rows.map((row) => ({ config: series.label, ...row }))))
 }
 
 /** The table as markdown. */
@@ -60,7 +70,7 @@ export function checkTargets(results) {
     }
     if (config.scale) {
       for (const row of config.scale.scenarios) {
-        const base = config.scenarios.find((other) => other.scenario === row.scenario)
+        const base = config.scale.base.find((other) => other.scenario === row.scenario)
         if (!base) continue
         const ratio = row.p99 / base.p99
         add(
@@ -71,7 +81,7 @@ export function checkTargets(results) {
         )
       }
     }
-    const peak = Math.max(...[...config.scenarios, ...(config.scale?.scenarios ?? [])].map((row) => row.peakRssMB))
+    const peak = Math.max(...seriesOf(config).flatMap((series) => series.rows.map((row) => row.peakRssMB)))
     add(`server peak RSS < ${TARGETS.peakRssMB} MB`, `server peak RSS < ${TARGETS.peakRssMB} MB`, `${round(peak)} MB`, peak < TARGETS.peakRssMB)
   }
   return checks
@@ -120,19 +130,24 @@ export function describeSizes(results) {
   const size = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`
   return results.configurations
     .map((config) => {
-      const base = `${config.label}: ${size(config.databaseSize.bytes)} at ${config.users.toLocaleString('en-US')} users`
+      const base = `${config.label}: ${size(config.databaseSize.bytes)} at ${users(config.users)}`
       if (!config.scale) return base
-      return `${base}, ${size(config.scale.databaseSize.bytes)} at ${config.scale.users.toLocaleString('en-US')} users (seeded in ${config.scale.seedSeconds.toFixed(0)} s)`
+      return `${base}, ${size(config.scale.databaseSize.bytes)} at ${users(config.scale.users)} (seeded in ${config.scale.seedSeconds.toFixed(0)} s)`
     })
     .join('; ')
 }
 
 // --- chart ------------------------------------------------------------------------------------------
 
-const COLORS = ['#2f6fb0', '#e07b27', '#3a9a4b', '#b8413d', '#7d5ba6', '#8c6d31']
+const PALETTES = [
+  ['#2f6fb0', '#8fb3d9', '#173f6b'],
+  ['#3a9a4b', '#9fd3a8', '#1d5428'],
+  ['#e07b27', '#f3b98a', '#8a4510'],
+  ['#7d5ba6', '#c3b1dc', '#47306a'],
+]
 
-/** 20182 -> 20.2k: five-digit labels would overlap over narrow bars. */
-const compact = (v) => (v >= 10_000 ? `${(v / 1000).toFixed(v >= 100_000 ? 0 : 1)}k` : String(Math.round(v)))
+/** 20182 -> 20k: five-digit labels would overlap over narrow bars. */
+const compact = (v) => (v >= 10_000 ? `${Math.round(v / 1000)}k` : String(Math.round(v)))
 
 const escape = (text) => String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
@@ -202,25 +217,23 @@ function panel({ x, y, width, height, title, endpoints, series, value, format, l
 
 /** The chart: req/s and p99 per endpoint, one bar per configuration (and per scale, when measured). */
 export function renderChart(results) {
-  const series = []
-  for (const config of results.configurations) {
-    series.push({ label: `${config.label}, ${config.users.toLocaleString('en-US')} users`, rows: Object.fromEntries(config.scenarios.map((row) => [row.endpoint, row])) })
-    if (config.scale) series.push({ label: `${config.label}, ${config.scale.users.toLocaleString('en-US')} users`, rows: Object.fromEntries(config.scale.scenarios.map((row) => [row.endpoint, row])) })
-  }
-  series.forEach((s, i) => (s.color = COLORS[i % COLORS.length]))
+  // One hue per configuration, one shade per group of its rows; one legend line per configuration.
+  const series = results.configurations.flatMap((config, c) =>
+    seriesOf(config).map((s, i) => ({ label: s.label, line: c, column: i, color: PALETTES[c % PALETTES.length][i], rows: Object.fromEntries(s.rows.map((row) => [row.endpoint, row])) })),
+  )
   const endpoints = [...new Set(results.configurations.flatMap((config) => config.scenarios.map((row) => row.endpoint)))]
   const width = 980
   const panelHeight = 300
   const legendTop = 58
-  const legendRows = Math.ceil(series.length / 3)
+  const legendRows = results.configurations.length
   const firstPanel = legendTop + legendRows * 18 + 10
   const height = firstPanel + 2 * panelHeight + 10
   const m = results.machine
   const subtitle = `${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.date.slice(0, 10)}; ${results.settings.connections} connections, ${results.settings.duration} s per endpoint; signing ceiling ${Math.round(results.ceiling.inFlight)} RS256/s`
   const legend = series
     .map((s, i) => {
-      const lx = 20 + (i % 3) * 320
-      const ly = legendTop + Math.floor(i / 3) * 18
+      const lx = 20 + s.column * 320
+      const ly = legendTop + s.line * 18
       return `<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${s.color}"/><text x="${lx + 18}" y="${ly}" class="label">${escape(s.label)}</text>`
     })
     .join('\n')
