@@ -7,6 +7,7 @@ import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
 import type { KeyGenerator } from './keys/signing-keys.js'
 import { createRateLimits, type RateLimits } from './http/rate-limit.js'
 import type { Logger } from './log.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
 import { createSimulator, type Simulator } from './wechat/simulator/index.js'
@@ -36,6 +37,10 @@ export interface AppDeps {
   limits?: RateLimits
   clock: Clock
   log: Logger
+  /** This app's Prometheus metrics (a registry of its own). */
+  metrics: Metrics
+  /** Set by the server's `close()`: /readyz answers 503 while in-flight requests finish. */
+  lifecycle: { draining: boolean }
   /** The WeChat simulator, when it is on: mounted at `/_dev/wechat`. */
   simulator?: Simulator
 }
@@ -65,19 +70,23 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
     await db.destroy()
     throw error
   }
+  const metrics = createMetrics({ secondsUntilKeyChange: () => keys.secondsUntilChange(), processMetrics: config.metricsPort !== null || config.metricsTokenHash !== null })
   const wechat = createWeChatClient({
     apiBase: config.wechatApiBase,
     apps: config.apps,
     timeoutMs: config.wechatTimeoutMs,
     log: options.log,
+    metrics,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   })
   const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
   // One process serves every request of a SQLite database; several instances share a PostgreSQL one.
   const spentCodes = dialectOf(db) === 'postgres' ? databaseSpentCodes(db, options.clock) : memorySpentCodes()
-  const transaction: TransactionRunner = (work) => db.transaction().execute(work)
-  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log }
-  if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock)
+  const run: TransactionRunner = (work) => db.transaction().execute(work)
+  // The one place transactions are timed: whatever runs them, every deps.transaction is measured.
+  const transaction = metrics.timeTransactions(run)
+  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log, metrics, lifecycle: { draining: false } }
+  if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock, metrics)
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
 }
