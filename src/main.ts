@@ -209,7 +209,10 @@ async function main(): Promise<void> {
       running.deps.log.info({ signal }, 'shutting down: no new connections, finishing in-flight requests')
       void closed.then(() => {
         running.deps.log.info('shut down cleanly')
-        process.exit(0)
+        // Nothing keeps the process alive any more: it ends once the log is written. process.exit here
+        // would flush the log synchronously on the way out, which never ends when stdout's reader is
+        // gone (EPIPE, e.g. npm killed): the timer is only a backstop.
+        setTimeout(() => process.exit(0), 2000).unref()
       })
     })
   }
