@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import t from 'tap'
 import { openDatabase } from '../../src/db/connection.js'
 import { freshDatabaseLocation, testDialect } from '../helpers/database.js'
-import { SERVER, startServer } from '../helpers/process.js'
+import { startServer } from '../helpers/process.js'
 
 t.test('SIGTERM: no new connections, the request in flight is finished, the database is closed, exit 0', async (t) => {
   const dir = t.testdir()
@@ -58,24 +57,3 @@ t.test('SIGTERM: no new connections, the request in flight is finished, the data
   await db.destroy()
 })
 
-t.test('SIGTERM after the reader of stdout is gone (npm killed, a log pipe closed): the process still exits', async (t) => {
-  // Exiting with process.exit right after the last log line made pino flush it synchronously on the
-  // way out, retrying the broken pipe (EPIPE) forever: the server never ended.
-  const dir = t.testdir()
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', MINIGATE_DB: await freshDatabaseLocation(t, dir), MINIGATE_KEYS_DIR: join(dir, 'keys') },
-    stdio: ['ignore', 'pipe', 'ignore'],
-  })
-  t.teardown(() => child.kill('SIGKILL'))
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  let output = ''
-  await new Promise<void>((resolve) =>
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-      if (output.includes('minigate listening')) resolve()
-    }),
-  )
-  child.stdout!.destroy()
-  child.kill('SIGTERM')
-  t.same(await exited, { code: 0, signal: null }, 'exited cleanly')
-})
