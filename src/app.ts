@@ -11,6 +11,9 @@ import { mountHealthz } from './routes/healthz.js'
 import { mountIntrospect } from './routes/introspect.js'
 import { mountJwks } from './routes/jwks.js'
 import { mountLogout } from './routes/logout.js'
+import { mountMetrics, serveMetrics } from './routes/metrics.js'
+import { mountOpenApi } from './routes/openapi.js'
+import { mountReadyz } from './routes/readyz.js'
 import { mountRevoke } from './routes/revoke.js'
 import { mountToken } from './routes/token.js'
 import { mountUserinfo } from './routes/userinfo.js'
@@ -42,6 +45,9 @@ export function createRouter(deps: AppDeps): Router {
   mountWeChatPhone(router, deps)
   mountWeChatDecrypt(router, deps)
   mountHealthz(router, deps)
+  mountReadyz(router, deps)
+  mountOpenApi(router, deps)
+  mountMetrics(router, deps)
   if (deps.simulator) router.use('/_dev/wechat', deps.simulator.router.routes(), deps.simulator.router.allowedMethods())
   return router
 }
@@ -61,7 +67,31 @@ export function createApp(deps: AppDeps): Koa {
   })
 
   const router = createRouter(deps)
-  app.use(requestLog(deps.log))
+  app.use(requestLog(deps.log, deps.metrics))
+  app.use(renderErrors(deps.log))
+  app.use(unmatchedAsErrors)
+  app.use(router.routes())
+  app.use(router.allowedMethods())
+  return app
+}
+
+/**
+ * The app of the metrics listener (`MINIGATE_METRICS_PORT`): `/metrics` without a token (the port is
+ * kept off the public network), `/healthz` and `/readyz`, nothing else. Its requests are not logged: a
+ * scraper calls every few seconds.
+ *
+ * @example http.createServer(createMetricsApp(deps).callback()).listen(9464, '127.0.0.1')
+ */
+export function createMetricsApp(deps: AppDeps): Koa {
+  const app = new Koa()
+  app.silent = true
+  app.on('error', (error: unknown) => {
+    if (!isClientConnectionError(error)) deps.log.error({ err: safeError(error) }, 'error outside the metrics pipeline')
+  })
+  const router = new Router()
+  router.get('/metrics', (ctx) => serveMetrics(ctx, deps.metrics))
+  mountHealthz(router, deps)
+  mountReadyz(router, deps)
   app.use(renderErrors(deps.log))
   app.use(unmatchedAsErrors)
   app.use(router.routes())

@@ -70,6 +70,14 @@ export interface Config {
   /** Proxy hops in front of minigate whose X-Forwarded-For is trusted (0: the socket address is the client). */
   trustProxy: number
   logLevel: string
+  /** `json`, `pretty` (coloured lines for a person), or `auto`: pretty when stdout is a terminal. */
+  logFormat: 'json' | 'pretty' | 'auto'
+  /** Port of the separate listener that serves only /metrics, /healthz and /readyz; null: none. */
+  metricsPort: number | null
+  /** Interface of that listener. */
+  metricsHost: string
+  /** SHA-256 of `MINIGATE_METRICS_TOKEN`: with it, /metrics on the main port answers that Bearer token; null: /metrics is not on the main port. */
+  metricsTokenHash: string | null
 }
 
 /** The development app used when `WECHAT_APPS` is unset: it exists only in the simulator. */
@@ -122,6 +130,10 @@ export const defaults = {
   jwksMaxAge: 300,
   /** pino log level. */
   logLevel: 'info',
+  /** Log lines: pretty when stdout is a terminal (a person reads them), JSON lines otherwise (a collector does). */
+  logFormat: 'auto',
+  /** No metrics listener: /metrics is served only where an operator turns it on (a port or a token). */
+  metricsPort: null,
 } as const
 
 /** An endpoint's absolute URL under the issuer (which may end with a slash or carry a path). */
@@ -266,6 +278,20 @@ function checkProductionDbFolder(dbFile: string): void {
   if (!isFolder) throw new ConfigError(`MINIGATE_DB: ${folder} is not a folder`)
 }
 
+function logFormat(env: Env): Config['logFormat'] {
+  const raw = env.MINIGATE_LOG_FORMAT?.trim().toLowerCase() || defaults.logFormat
+  if (raw !== 'json' && raw !== 'pretty' && raw !== 'auto') throw new ConfigError(`MINIGATE_LOG_FORMAT must be json, pretty or auto, got "${env.MINIGATE_LOG_FORMAT}"`)
+  return raw
+}
+
+/** `MINIGATE_METRICS_TOKEN`: a Bearer token of at least 16 characters; only its SHA-256 is kept. */
+function metricsTokenHash(env: Env): string | null {
+  const raw = env.MINIGATE_METRICS_TOKEN ?? ''
+  if (raw === '') return null
+  if (raw.length < 16 || !/^[\x21-\x7e]+$/.test(raw)) throw new ConfigError('MINIGATE_METRICS_TOKEN must be at least 16 printable characters without spaces')
+  return hashServiceSecret(raw)
+}
+
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */
 export function loadConfig(env: Env): Config {
   const production = env.NODE_ENV === 'production'
@@ -318,6 +344,9 @@ export function loadConfig(env: Env): Config {
     throw new ConfigError(`MINIGATE_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`)
   }
 
+  const metricsPort = env.MINIGATE_METRICS_PORT === undefined || env.MINIGATE_METRICS_PORT.trim() === '' ? defaults.metricsPort : integer(env, 'MINIGATE_METRICS_PORT', 0, 0, 65535)
+  if (metricsPort !== null && metricsPort !== 0 && metricsPort === port) throw new ConfigError(`MINIGATE_METRICS_PORT must differ from PORT (${port})`)
+
   return {
     development,
     production,
@@ -347,5 +376,9 @@ export function loadConfig(env: Env): Config {
     rateLimits: rateLimits(env),
     trustProxy: trustProxy(env),
     logLevel,
+    logFormat: logFormat(env),
+    metricsPort,
+    metricsHost: env.MINIGATE_METRICS_HOST?.trim() || host,
+    metricsTokenHash: metricsTokenHash(env),
   }
 }

@@ -8,6 +8,7 @@ import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
 import type { KeyGenerator } from './keys/signing-keys.js'
 import { createRateLimits, type RateLimits } from './http/rate-limit.js'
 import type { Logger } from './log.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
 import { createSimulator, type Simulator } from './wechat/simulator/index.js'
@@ -37,6 +38,10 @@ export interface AppDeps {
   limits?: RateLimits
   clock: Clock
   log: Logger
+  /** This app's Prometheus metrics (a registry of its own). */
+  metrics: Metrics
+  /** Set by the server's `close()`: /readyz answers 503 while in-flight requests finish. */
+  lifecycle: { draining: boolean }
   /** The WeChat simulator, when it is on: mounted at `/_dev/wechat`. */
   simulator?: Simulator
 }
@@ -66,11 +71,13 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
     await db.destroy()
     throw error
   }
+  const metrics = createMetrics({ secondsUntilKeyChange: () => keys.secondsUntilChange(), processMetrics: config.metricsPort !== null || config.metricsTokenHash !== null })
   const wechat = createWeChatClient({
     apiBase: config.wechatApiBase,
     apps: config.apps,
     timeoutMs: config.wechatTimeoutMs,
     log: options.log,
+    metrics,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   })
   const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
@@ -78,9 +85,11 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
   const spentCodes = dialectOf(db) === 'postgres' ? databaseSpentCodes(db, options.clock) : memorySpentCodes()
   // SQLite: one writer, every commit an fsync on the main thread: concurrent changes share commits.
   // PostgreSQL: a transaction per change on the pool; the server groups the WAL flushes itself.
-  const transaction: TransactionRunner = dialectOf(db) === 'postgres' ? (work) => db.transaction().execute(work) : groupCommit(db)
-  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log }
-  if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock)
+  const run: TransactionRunner = dialectOf(db) === 'postgres' ? (work) => db.transaction().execute(work) : groupCommit(db)
+  // The one place transactions are timed: whatever runs them, every deps.transaction is measured.
+  const transaction = metrics.timeTransactions(run)
+  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log, metrics, lifecycle: { draining: false } }
+  if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock, metrics)
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
 }

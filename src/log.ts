@@ -18,7 +18,7 @@ const redactedPaths = [
 ]
 
 /**
- * Creates the JSON logger.
+ * Creates the logger: JSON lines, or whatever `destination` makes of them (see `prettyDestination`).
  *
  * @example const log = createLogger({ level: 'info' })
  */
@@ -31,6 +31,18 @@ export function createLogger(options: { level: string; destination?: Destination
     },
     options.destination,
   )
+}
+
+/**
+ * A destination that prints each line for a person: coloured (when the terminal supports it), one line
+ * per entry, local time. pino-pretty is loaded only when asked for: JSON needs none of it.
+ *
+ * @example const log = createLogger({ level: 'info', destination: await prettyDestination() })
+ */
+export async function prettyDestination(): Promise<DestinationStream> {
+  const { default: pretty } = await import('pino-pretty')
+  // Synchronous: the last lines before process.exit (a clean shutdown) are not lost.
+  return pretty({ translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', singleLine: true, sync: true })
 }
 
 /**

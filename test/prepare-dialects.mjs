@@ -13,9 +13,11 @@ function files(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? files(join(dir, entry.name)) : [join(dir, entry.name)]))
 }
 
-const compiled = files(root).filter((file) => file.endsWith('.js'))
-for (const file of compiled) if (file.endsWith('.pg.test.js')) rmSync(file)
+// Last run's twins and notice go first, and are not listed: a build without MINIGATE_TEST_PG followed by
+// one with it would otherwise read the notice it just deleted.
+for (const file of files(root)) if (file.endsWith('.pg.test.js')) rmSync(file)
 rmSync(notice, { force: true })
+const compiled = files(root).filter((file) => file.endsWith('.js'))
 
 /** The relative modules a compiled file imports. */
 function imports(file) {

@@ -18,9 +18,16 @@ export interface CliIo {
   generateKey?: KeyGenerator
 }
 
-/** A failure the operator can act on: printed as one line, exit code 1. */
+/** A failure the operator can act on: printed as one line (`{"error": code, ...}` with --json), exit code 1. */
 export class CliError extends Error {
   override name = 'CliError'
+  constructor(
+    message: string,
+    /** `not_found` (no such user, session, key or database) or `refused`. */
+    readonly code: 'not_found' | 'refused' = 'refused',
+  ) {
+    super(message)
+  }
 }
 
 /** A wrong command line: printed with the usage, exit code 2. */
@@ -59,7 +66,7 @@ export async function openContext(io: CliIo, json: boolean, options: { migrate: 
   try {
     db = openDatabase(config.dbFile, { create: options.create })
   } catch (error) {
-    if (error instanceof DatabaseMissing) throw new CliError(`no database at ${where} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB`)
+    if (error instanceof DatabaseMissing) throw new CliError(`no database at ${where} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB`, 'not_found')
     throw error
   }
   io.stderr(`database: ${where}\n`)

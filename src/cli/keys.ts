@@ -2,6 +2,7 @@ import { epochSeconds } from '../clock.js'
 import { activateKey, addKey, KeyOperationRefused, listKeys, retireKey, rotateKeys } from '../keys/rotation.js'
 import { rewrapSecrets } from '../keys/rewrap.js'
 import { CliError, UsageError, when, type CliContext } from './context.js'
+import { table } from './table.js'
 
 export const keysHelp = `minigate keys <command>
 
@@ -36,8 +37,8 @@ export async function keysCommand(ctx: CliContext, args: string[], force: boolea
   switch (command) {
     case 'list': {
       const keys = await listKeys(ctx.admin())
-      const lines = keys.map((key) => `${key.kid}  ${key.state.padEnd(7)}  created ${when(key.created_at)}  activates ${when(key.activates_at)}  retires ${when(key.retires_at)}  safe to drop ${when(key.safe_to_drop_at)}`)
-      ctx.print(keys, lines.join('\n') || 'no keys')
+      const rows = keys.map((key) => [key.kid, key.state, when(key.created_at), when(key.activates_at), when(key.retires_at), when(key.safe_to_drop_at)])
+      ctx.print(keys, keys.length ? table([['KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'SAFE TO DROP'], ...rows]).join('\n') : 'no keys')
       return
     }
     case 'add': {

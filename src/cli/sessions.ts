@@ -3,6 +3,7 @@ import { recordEvent } from '../db/audit.js'
 import { findLoginSession, listUserSessions, revokeFamily, revokeUserSessions } from '../db/sessions.js'
 import { findUserBySubOrOpenid } from '../db/users.js'
 import { CliError, UsageError, when, type CliContext } from './context.js'
+import { table } from './table.js'
 
 export const sessionsHelp = `minigate sessions <command>
 
@@ -19,7 +20,7 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
   if (command === 'list') {
     if (!id) throw new UsageError('sessions list needs a user id')
     const user = await findUserBySubOrOpenid(ctx.db, id)
-    if (!user) throw new CliError(`no user ${id}`)
+    if (!user) throw new CliError(`no user ${id}`, 'not_found')
     const sessions = (await listUserSessions(ctx.db, user.id)).map((session) => ({
       sid: session.id,
       client_id: session.client_id,
@@ -29,8 +30,8 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
       expires_at: session.expires_at,
       state: session.revoked_at !== null ? `revoked (${session.revoked_reason ?? 'revoked'})` : session.expires_at <= now ? 'expired' : 'live',
     }))
-    const lines = sessions.map((s) => `${s.sid}  ${s.client_id}  ${s.state.padEnd(7)}  created ${when(s.created_at)}  last used ${when(s.last_used_at)}  scope "${s.scope}"`)
-    ctx.print(sessions, lines.join('\n') || 'no sessions')
+    const rows = sessions.map((s) => [s.sid, s.client_id, s.state, when(s.created_at), when(s.last_used_at), s.scope])
+    ctx.print(sessions, sessions.length ? table([['SID', 'CLIENT', 'STATE', 'CREATED', 'LAST USED', 'SCOPE'], ...rows]).join('\n') : 'no sessions')
     return
   }
   if (command !== 'revoke') throw new UsageError(command ? `unknown sessions command: ${command}` : 'sessions needs a command')
@@ -38,7 +39,7 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
 
   if (userOption !== undefined) {
     const user = await findUserBySubOrOpenid(ctx.db, userOption)
-    if (!user) throw new CliError(`no user ${userOption}`)
+    if (!user) throw new CliError(`no user ${userOption}`, 'not_found')
     const sids = await ctx.db.transaction().execute(async (trx) => {
       const revoked = await revokeUserSessions(trx, user.id, now, 'operator')
       await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: user.id, detail: `sessions=${revoked.length}` })
@@ -48,7 +49,7 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
     return
   }
   const session = await findLoginSession(ctx.db, id as string)
-  if (!session) throw new CliError(`no session ${id}`)
+  if (!session) throw new CliError(`no session ${id}`, 'not_found')
   const revoked = await ctx.db.transaction().execute(async (trx) => {
     const changed = await revokeFamily(trx, session.id, now, 'operator')
     if (changed) await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: session.user_id, client_id: session.client_id, sid: session.id })

@@ -2,25 +2,34 @@ import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import { listIdentitiesOfUser } from '../db/identities.js'
 import { listUserSessions, revokeUserSessions } from '../db/sessions.js'
-import { findUserBySubOrOpenid, setUserDisabled } from '../db/users.js'
+import { findUserBySubOrOpenid, lockUser, setUserDisabled } from '../db/users.js'
 import { CliError, UsageError, when, type CliContext } from './context.js'
+import { DEFAULT_LIST_LIMIT, listUsers } from './users-list.js'
 
 export const usersHelp = `minigate users <command>
 
+  list [--search <text>] [--limit N]
+                      users newest first (at most ${DEFAULT_LIST_LIMIT}, or N), those whose nickname,
+                      openid, phone number or unionid contains the text
   show <sub|openid>   the user, its WeChat identities and logins
   disable <sub>       revoke every login of the user and refuse new ones
   enable <sub>        allow the user to log in again
 
 Options: --json, --help.`
 
-export async function usersCommand(ctx: CliContext, args: string[]): Promise<void> {
+export async function usersCommand(ctx: CliContext, args: string[], options: { search?: string; limit?: number } = {}): Promise<void> {
   const [command, id, ...extra] = args
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
   if (!command) throw new UsageError('users needs a command')
+  if (command === 'list') {
+    if (id) throw new UsageError(`unexpected arguments: ${id} (search with --search <text>)`)
+    return listUsers(ctx, options)
+  }
+  if (options.search !== undefined || options.limit !== undefined) throw new UsageError('--search and --limit go with users list')
   if (!['show', 'disable', 'enable'].includes(command)) throw new UsageError(`unknown users command: ${command}`)
   if (!id) throw new UsageError(`users ${command} needs a user id`)
   const user = await findUserBySubOrOpenid(ctx.db, id)
-  if (!user) throw new CliError(`no user ${id}`)
+  if (!user) throw new CliError(`no user ${id}`, 'not_found')
   const now = epochSeconds(ctx.io.clock)
 
   if (command === 'show') {
@@ -51,14 +60,26 @@ export async function usersCommand(ctx: CliContext, args: string[]): Promise<voi
   }
 
   const disabling = command === 'disable'
-  const revoked = await ctx.db.transaction().execute(async (trx) => {
+  const outcome = await ctx.db.transaction().execute(async (trx) => {
+    // Read under the row lock: of two disables at once, one disables and audits, the other finds it done.
+    const current = await lockUser(trx, user.id)
+    const disabledAt = current?.disabled_at ?? null
+    if ((disabledAt !== null) === disabling) return { changed: false as const, disabledAt }
     await setUserDisabled(trx, user.id, disabling ? now : null, now)
     const sids = disabling ? await revokeUserSessions(trx, user.id, now, 'user_disabled') : []
     await recordEvent(trx, { at: now, event: disabling ? 'user_disabled' : 'user_enabled', sub: user.id, detail: disabling ? `sessions=${sids.length}` : null })
-    return sids
+    return { changed: true as const, sids }
   })
+  if (!outcome.changed) {
+    // Nothing to do: no logins revoked again, no second audit event.
+    ctx.print(
+      { sub: user.id, disabled: disabling, changed: false, disabled_at: outcome.disabledAt, revoked_sessions: [] },
+      disabling ? `${user.id} already disabled since ${when(outcome.disabledAt)}; nothing changed` : `${user.id} is not disabled; nothing changed`,
+    )
+    return
+  }
   ctx.print(
-    { sub: user.id, disabled: disabling, revoked_sessions: revoked },
-    disabling ? `disabled ${user.id}; revoked ${revoked.length} login(s)` : `enabled ${user.id}`,
+    { sub: user.id, disabled: disabling, changed: true, disabled_at: disabling ? now : null, revoked_sessions: outcome.sids },
+    disabling ? `disabled ${user.id}; revoked ${outcome.sids.length} login(s)` : `enabled ${user.id}`,
   )
 }

@@ -16,7 +16,7 @@ import type { GrantRequest } from './grant.js'
 import { parseScope } from './scope.js'
 
 /** What the presented token's login says: a generation to sign tokens of, or why not. */
-type Outcome = { session: LoginSession; user: User; generation: number; scope: string } | { refused: string }
+type Outcome = { session: LoginSession; user: User; generation: number; scope: string; kind: 'rotation' | 'grace_replay' } | { refused: string }
 
 /** Compare-and-set attempts before giving up on a login that other requests keep rotating. */
 const MAX_ATTEMPTS = 4
@@ -70,14 +70,14 @@ async function decide(trx: Trx, deps: AppDeps, claims: RefreshTokenClaims, reque
     if (claims.gen === session.generation) {
       // Thrown before anything changed, so a bad scope costs the client nothing.
       const scope = narrowedScope(requestedScope, session.scope)
-      if (await rotateGeneration(trx, session.id, session.generation, now)) return { session, user, generation: session.generation + 1, scope }
+      if (await rotateGeneration(trx, session.id, session.generation, now)) return { session, user, generation: session.generation + 1, scope, kind: 'rotation' }
       continue // another request rotated it first: decide again on what it left
     }
     if (claims.gen === session.generation - 1 && graceAllows(deps, session, now)) {
       const scope = narrowedScope(requestedScope, session.scope)
       if (await useGrace(trx, session.id, session.generation, now - deps.config.refreshGraceSeconds, deps.config.refreshGraceReuses, now)) {
-        deps.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, gen: claims.gen }, 'previous refresh token presented within the grace window')
-        return { session, user, generation: session.generation, scope }
+        request.log.info({ event: 'refresh_grace_replay', sub: user.id, sid: session.id, gen: claims.gen }, 'previous refresh token presented within the grace window')
+        return { session, user, generation: session.generation, scope, kind: 'grace_replay' }
       }
       continue
     }
@@ -86,7 +86,8 @@ async function decide(trx: Trx, deps: AppDeps, claims: RefreshTokenClaims, reque
     if (claims.gen > session.generation) return { refused: 'the refresh token is unknown' }
     await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
     await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: session.client_id, sid: session.id, detail: `gen=${claims.gen} current=${session.generation}`, ip_hash: request.ipHash })
-    deps.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, gen: claims.gen, client_id: session.client_id }, 'spent refresh token presented again: login revoked')
+    deps.metrics.refreshTokenReuses.inc()
+    request.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, gen: claims.gen, client_id: session.client_id }, 'spent refresh token presented again: login revoked')
     return { refused: 'the refresh token was already used; the login has been revoked' }
   }
   return { refused: 'the login is being refreshed concurrently; try again' }
@@ -110,5 +111,6 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps, request: 
   if ('refused' in outcome) throw new InvalidGrant(outcome.refused)
   spend(deps.limits?.user, claims.sub)
   spend(deps.limits?.client, app.appid)
+  deps.metrics.refreshes.inc({ kind: outcome.kind })
   return issueTokens(deps, outcome.session, outcome.user, outcome.generation, outcome.scope)
 }

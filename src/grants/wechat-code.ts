@@ -28,7 +28,7 @@ const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_
 async function code2Session(deps: AppDeps, appid: string, code: string, request: GrantRequest): Promise<WeChatSession> {
   if (!(await deps.spentCodes.claim('login', appid, code))) throw new InvalidGrant('the code was already used; call wx.login() again')
   try {
-    return await deps.wechat.code2Session(appid, code)
+    return await deps.wechat.code2Session(appid, code, request.log)
   } catch (error) {
     if (error instanceof WeChatError) {
       if (CODE_NOT_CONSUMED.has(error.failure)) await deps.spentCodes.release('login', appid, code)
@@ -108,10 +108,11 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
     return { login, user, created }
   })
   if ('disabled' in result) {
-    deps.log.warn({ event: 'login_refused_user_disabled', sub: result.disabled, client_id: app.appid }, 'login of a disabled user refused')
+    request.log.warn({ event: 'login_refused_user_disabled', sub: result.disabled, client_id: app.appid }, 'login of a disabled user refused')
     throw new InvalidGrant('this user is disabled')
   }
-  deps.log.info(
+  deps.metrics.logins.inc({ new_user: result.created ? 'true' : 'false' })
+  request.log.info(
     { event: 'login', sub: result.user.id, sid: result.login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
     'login',
   )

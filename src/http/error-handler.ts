@@ -8,6 +8,7 @@ import {
   UnsupportedMediaType,
 } from '../errors.js'
 import { safeError, type Logger } from '../log.js'
+import { requestLogger } from './request-log.js'
 
 /** Errors thrown by koa and its body parser carry an HTTP status; these are the client's fault. */
 function fromHttpError(error: unknown): OAuthError | undefined {
@@ -35,10 +36,10 @@ export function renderErrors(log: Logger) {
         ctx.set(error.headers)
         ctx.set('Cache-Control', 'no-store')
         ctx.body = { error: error.code, error_description: error.expose ? error.description : 'the server could not handle the request' }
-        if (error.status >= 500) log.warn({ req_id: ctx.state.requestId, error: error.code, status: error.status }, error.description)
+        if (error.status >= 500) requestLogger(ctx, log).warn({ error: error.code, status: error.status }, error.description)
         return
       }
-      log.error({ req_id: ctx.state.requestId, err: safeError(caught) }, 'unhandled error')
+      requestLogger(ctx, log).error({ err: safeError(caught) }, 'unhandled error')
       ctx.status = 500
       ctx.set('Cache-Control', 'no-store')
       ctx.body = { error: 'server_error', error_description: 'the server could not handle the request' }

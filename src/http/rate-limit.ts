@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa'
 import type { Clock } from '../clock.js'
 import type { RateLimitSettings } from '../config.js'
 import { TooManyRequests } from '../errors.js'
+import type { Metrics } from '../metrics.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 
 /** Keys a limiter remembers at most; the least recently seen are forgotten first. */
@@ -19,6 +20,8 @@ export class RateLimiter {
   constructor(
     readonly perMinute: number,
     private readonly clock: Clock,
+    /** Called for each request this limiter refuses (the refusal counter of the metrics). */
+    readonly onRefusal?: () => void,
   ) {}
 
   /** Seconds until `key` may make a request (0: now), without taking one. */
@@ -63,13 +66,12 @@ export interface RateLimits {
   wechat: RateLimiter
 }
 
-export function createRateLimits(settings: RateLimitSettings, clock: Clock): RateLimits {
-  return {
-    ip: new RateLimiter(settings.ip, clock),
-    client: new RateLimiter(settings.client, clock),
-    user: new RateLimiter(settings.user, clock),
-    wechat: new RateLimiter(settings.wechat, clock),
+export function createRateLimits(settings: RateLimitSettings, clock: Clock, metrics?: Metrics): RateLimits {
+  const limiter = (name: keyof RateLimitSettings) => {
+    const refused = metrics?.rateLimited.labels(name)
+    return new RateLimiter(settings[name], clock, refused && (() => refused.inc()))
   }
+  return { ip: limiter('ip'), client: limiter('client'), user: limiter('user'), wechat: limiter('wechat') }
 }
 
 /**
@@ -78,7 +80,10 @@ export function createRateLimits(settings: RateLimitSettings, clock: Clock): Rat
  */
 export function enforce(limiter: RateLimiter | undefined, key: string, what: string, options: { peek?: boolean } = {}): void {
   const wait = (options.peek ? limiter?.wait(key) : limiter?.take(key)) ?? 0
-  if (wait > 0) throw new TooManyRequests(`too many requests ${what}; try again in ${wait} s`, wait)
+  if (wait > 0) {
+    limiter?.onRefusal?.()
+    throw new TooManyRequests(`too many requests ${what}; try again in ${wait} s`, wait)
+  }
 }
 
 /** Counts a request `enforce` only peeked at. */

@@ -34,7 +34,7 @@ export function mountAvatar(router: Router, deps: AppDeps): void {
     if (!contentType) throw new InvalidRequest('the avatar must be a PNG, JPEG or WebP image')
     const id = randomId()
     const picture = endpoint(deps.config.issuer, `/avatars/${id}`)
-    await deps.db.transaction().execute(async (trx) => {
+    await deps.transaction(async (trx) => {
       const now = epochSeconds(deps.clock)
       await insertAvatar(trx, { id, user_id: claims.sub, content_type: contentType, bytes, created_at: now })
       await updateProfile(trx, claims.sub, { picture }, now)

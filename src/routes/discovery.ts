@@ -26,6 +26,8 @@ export function mountDiscovery(router: Router, deps: AppDeps): void {
     wechat_phone_endpoint: endpoint(issuer, '/wechat/phone'),
     wechat_decrypt_endpoint: endpoint(issuer, '/wechat/decrypt'),
     health_endpoint: endpoint(issuer, '/healthz'),
+    readiness_endpoint: endpoint(issuer, '/readyz'),
+    openapi_endpoint: endpoint(issuer, '/openapi.json'),
     grant_types_supported: Object.keys(grants),
     // Mini-programs are public clients: they authenticate with nothing but their client_id.
     token_endpoint_auth_methods_supported: ['none'],

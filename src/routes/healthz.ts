@@ -1,9 +1,13 @@
 import type Router from '@koa/router'
 import { ping } from '../db/connection.js'
 import type { AppDeps } from '../deps.js'
+import { requestLogger } from '../http/request-log.js'
 import { safeError } from '../log.js'
 
-/** `GET /healthz`: 200 when the database answers and a signing key is loaded, else 503. */
+/**
+ * `GET /healthz` (liveness): 200 when the database answers and a signing key is loaded, else 503. It
+ * stays 200 while the server drains on shutdown; `/readyz` is the check that turns 503 then.
+ */
 export function mountHealthz(router: Router, deps: AppDeps): void {
   router.get('/healthz', async function healthz(ctx) {
     ctx.set('Cache-Control', 'no-store')
@@ -12,7 +16,7 @@ export function mountHealthz(router: Router, deps: AppDeps): void {
       deps.keys.active()
       ctx.body = { status: 'ok' }
     } catch (error) {
-      deps.log.error({ err: safeError(error) }, 'health check failed')
+      requestLogger(ctx, deps.log).error({ err: safeError(error) }, 'health check failed')
       ctx.status = 503
       ctx.body = { status: 'unavailable' }
     }

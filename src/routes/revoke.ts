@@ -9,6 +9,7 @@ import { resolveClient } from '../grants/client.js'
 import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
 import { limitByIp } from '../http/rate-limit.js'
+import { requestLogger } from '../http/request-log.js'
 import { byHint } from '../tokens/by-hint.js'
 import type { AccessTokenClaims, RefreshTokenClaims } from '../tokens/claims.js'
 import { verifyAccessToken, verifyRefreshToken } from '../tokens/verify.js'
@@ -41,7 +42,7 @@ export function mountRevoke(router: Router, deps: AppDeps): void {
       // RFC 7009 §2.1: a token issued to another client is refused, and left alive. 400 invalid_request
       // is node-oidc-provider's answer; unauthorized_client (RFC 6749 §5.2) is about grant types.
       if (claims.client_id !== app.appid) throw new InvalidRequest('this token was issued to another client')
-      const changed = await deps.db.transaction().execute(async (trx) => {
+      const changed = await deps.transaction(async (trx) => {
         const now = epochSeconds(deps.clock)
         const revoked = found.kind === 'refresh_token' ? await revokeFamily(trx, claims.sid, now, 'revoked') : await revokeAccessToken(trx, claims.jti, claims.exp, now)
         if (revoked) {
@@ -49,7 +50,10 @@ export function mountRevoke(router: Router, deps: AppDeps): void {
         }
         return revoked
       })
-      if (changed) deps.log.info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
+      if (changed) {
+        deps.metrics.revocations.inc({ token_type: found.kind })
+        requestLogger(ctx, deps.log).info({ event: 'revocation', token_type: found.kind, jti: claims.jti, sid: claims.sid, client_id: claims.client_id }, 'token revoked')
+      }
     }
     ctx.status = 200
     ctx.body = ''

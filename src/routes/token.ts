@@ -4,6 +4,7 @@ import { UnsupportedGrantType } from '../errors.js'
 import { parseParams, required, type Params } from '../http/body.js'
 import { noStore } from '../http/no-store.js'
 import { limitByIp } from '../http/rate-limit.js'
+import { requestLogger } from '../http/request-log.js'
 import type { Grant } from '../grants/grant.js'
 import { refreshTokenGrant } from '../grants/refresh-token.js'
 import { WECHAT_CODE_GRANT, wechatCodeGrant } from '../grants/wechat-code.js'
@@ -21,6 +22,6 @@ export function mountToken(router: Router, deps: AppDeps): void {
     const grantType = required(params, 'grant_type')
     const grant = Object.hasOwn(grants, grantType) ? grants[grantType] : undefined
     if (!grant) throw new UnsupportedGrantType('unsupported grant_type')
-    ctx.body = await grant(params, deps, { ipHash: deps.secretBox.fingerprint(ctx.ip) })
+    ctx.body = await grant(params, deps, { ipHash: deps.secretBox.fingerprint(ctx.ip), log: requestLogger(ctx, deps.log) })
   })
 }

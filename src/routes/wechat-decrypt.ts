@@ -6,6 +6,7 @@ import { parseParams, required, type Params } from '../http/body.js'
 import { requireAccessToken } from '../http/bearer.js'
 import { noStore } from '../http/no-store.js'
 import { limitByUser } from '../http/rate-limit.js'
+import { requestLogger } from '../http/request-log.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import { DECRYPTION_FAILED, DecryptError, decryptWeChatData, verifyRawDataSignature } from '../wechat/crypto.js'
 
@@ -57,7 +58,7 @@ export function mountWeChatDecrypt(router: Router, deps: AppDeps): void {
     }
     if (!data || !signed) {
       const count = failures.add(claims.sub)
-      deps.log.warn({ event: 'wechat_decrypt_failed', sub: claims.sub, client_id: claims.client_id, failures: count }, 'WeChat data did not open with the user\'s session_key')
+      requestLogger(ctx, deps.log).warn({ event: 'wechat_decrypt_failed', sub: claims.sub, client_id: claims.client_id, failures: count }, 'WeChat data did not open with the user\'s session_key')
       throw new DecryptionFailed('decryption_failed', DECRYPTION_FAILED)
     }
     ctx.body = { data }

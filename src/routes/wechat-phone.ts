@@ -8,6 +8,8 @@ import { parseParams, type Params } from '../http/body.js'
 import { requireAccessToken } from '../http/bearer.js'
 import { noStore } from '../http/no-store.js'
 import { limitByUser } from '../http/rate-limit.js'
+import { requestLogger } from '../http/request-log.js'
+import type { Logger } from '../log.js'
 import type { AccessTokenClaims } from '../tokens/claims.js'
 import type { WeChatPhone } from '../wechat/client.js'
 import { validateWeChatCode } from '../wechat/codes.js'
@@ -20,10 +22,10 @@ const CODE_NOT_CONSUMED = new Set(['busy', 'rate_limited', 'unreachable', 'http_
  * Asks WeChat for the number behind a getPhoneNumber code. Each success is billed, so a code goes to
  * WeChat at most once (a retry after an expired access_token is the same, unconsumed call).
  */
-async function phoneNumberOf(deps: AppDeps, appid: string, code: string): Promise<WeChatPhone> {
+async function phoneNumberOf(deps: AppDeps, appid: string, code: string, log: Logger): Promise<WeChatPhone> {
   if (!(await deps.spentCodes.claim('phone', appid, code))) throw new InvalidRequest('this phone code was already used; ask the user to tap the button again')
   try {
-    return await deps.wechatTokens.withAccessToken(appid, (accessToken) => deps.wechat.getPhoneNumber(appid, accessToken, code))
+    return await deps.wechatTokens.withAccessToken(appid, (accessToken) => deps.wechat.getPhoneNumber(appid, accessToken, code, log), log)
   } catch (error) {
     if (!(error instanceof WeChatError)) {
       await deps.spentCodes.release('phone', appid, code)
@@ -45,13 +47,14 @@ export function mountWeChatPhone(router: Router, deps: AppDeps): void {
     const params: Params = ctx.state.params
     const claims: AccessTokenClaims = ctx.state.claims
     const appid = claims.client_id
-    const phone = await phoneNumberOf(deps, appid, validateWeChatCode(params.code))
+    const log = requestLogger(ctx, deps.log)
+    const phone = await phoneNumberOf(deps, appid, validateWeChatCode(params.code), log)
     if (phone.watermarkAppid !== appid) {
-      deps.log.warn({ appid, sub: claims.sub }, 'getuserphonenumber answered with another watermark appid')
+      log.warn({ appid, sub: claims.sub }, 'getuserphonenumber answered with another watermark appid')
       throw new UpstreamError('WeChat answered for another mini-program')
     }
     const number = `+${phone.countryCode}${phone.purePhoneNumber}`
-    const user = await deps.db.transaction().execute(async (trx) => {
+    const user = await deps.transaction(async (trx) => {
       const now = epochSeconds(deps.clock)
       const updated = await setUserPhone(trx, claims.sub, { number, countryCode: phone.countryCode }, now)
       await recordEvent(trx, { at: now, event: 'phone_bound', sub: claims.sub, client_id: appid, sid: claims.sid, ip_hash: deps.secretBox.fingerprint(ctx.ip) })

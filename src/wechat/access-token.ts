@@ -18,9 +18,9 @@ export interface AccessTokenManager {
   /**
    * Runs `call` with a valid access_token. When WeChat says the token is invalid or expired
    * (40001/40014/42001), the cached token is dropped if it is still the failing one, and `call` is
-   * retried once with a fresh token.
+   * retried once with a fresh token. `log` is the caller's logger (its lines carry the request id).
    */
-  withAccessToken<T>(appid: string, call: (accessToken: string) => Promise<T>): Promise<T>
+  withAccessToken<T>(appid: string, call: (accessToken: string) => Promise<T>, log?: Logger): Promise<T>
   close(): void
 }
 
@@ -45,14 +45,14 @@ export function createAccessTokenManager(options: AccessTokenOptions): AccessTok
   const inflight = new Map<string, Promise<CachedToken>>()
   const backoff = options.busyBackoffMs ?? [200, 800]
 
-  async function fetchWithBackoff(appid: string): Promise<CachedToken> {
+  async function fetchWithBackoff(appid: string, log: Logger): Promise<CachedToken> {
     for (let attempt = 0; ; attempt += 1) {
       try {
-        const { accessToken, expiresIn } = await options.wechat.fetchAccessToken(appid, options.api)
+        const { accessToken, expiresIn } = await options.wechat.fetchAccessToken(appid, options.api, log)
         const lifetime = Math.max(expiresIn - SAFETY_MARGIN_SECONDS, Math.floor(expiresIn / 2))
         const token = { accessToken, expiresAt: options.clock.now() + lifetime * 1000 }
         cache.set(appid, token, lifetime)
-        options.log.info({ appid, api: options.api, expires_in: expiresIn }, 'WeChat access_token fetched')
+        log.info({ appid, api: options.api, expires_in: expiresIn }, 'WeChat access_token fetched')
         return token
       } catch (error) {
         const delay = backoff[attempt]
@@ -62,27 +62,28 @@ export function createAccessTokenManager(options: AccessTokenOptions): AccessTok
     }
   }
 
-  function current(appid: string): Promise<CachedToken> {
+  /** The cached token, or one fetch shared by every waiting caller (logged with the first caller's logger). */
+  function current(appid: string, log: Logger): Promise<CachedToken> {
     const cached = cache.get<CachedToken>(appid)
     if (cached && cached.expiresAt > options.clock.now()) return Promise.resolve(cached)
     let pending = inflight.get(appid)
     if (!pending) {
-      pending = fetchWithBackoff(appid).finally(() => inflight.delete(appid))
+      pending = fetchWithBackoff(appid, log).finally(() => inflight.delete(appid))
       inflight.set(appid, pending)
     }
     return pending
   }
 
   return {
-    async withAccessToken(appid, call) {
-      const token = await current(appid)
+    async withAccessToken(appid, call, log = options.log) {
+      const token = await current(appid, log)
       try {
         return await call(token.accessToken)
       } catch (error) {
         if (!(error instanceof WeChatError) || error.failure !== 'access_token_invalid') throw error
         if (cache.get<CachedToken>(appid)?.accessToken === token.accessToken) cache.del(appid)
-        options.log.info({ appid, errcode: error.errcode }, 'WeChat access_token rejected: renewing once')
-        return call((await current(appid)).accessToken)
+        log.info({ appid, errcode: error.errcode }, 'WeChat access_token rejected: renewing once')
+        return call((await current(appid, log)).accessToken)
       }
     },
     close() {

@@ -72,9 +72,12 @@ t.test('keys list: text and --json', async (t) => {
   t.equal(text.code, 0)
   t.equal(text.stderr, '')
   const lines = text.stdout.trimEnd().split('\n')
-  t.equal(lines.length, 2, 'one line per key')
-  t.match(lines[0], new RegExp(`^${kid}\\s+active\\s+created ${iso(created)}\\s+activates ${iso(created)}\\s+retires -\\s+safe to drop -$`))
-  t.match(lines[1], new RegExp(`^${next.kid}\\s+next\\s+created ${iso(next.created_at)}\\s+activates -\\s+retires -\\s+safe to drop ${iso(next.created_at)}$`))
+  t.equal(lines.length, 3, 'a header and one line per key')
+  // Every column as wide as its widest cell (a time is 24 characters; no key retires yet), two spaces apart.
+  const row = (...cells: string[]) => [(cells[0] as string).padEnd(kid.length), (cells[1] as string).padEnd(6), (cells[2] as string).padEnd(24), (cells[3] as string).padEnd(24), (cells[4] as string).padEnd(7), cells[5]].join('  ')
+  t.equal(lines[0], row('KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'SAFE TO DROP'))
+  t.equal(lines[1], row(kid, 'active', iso(created), iso(created), '-', '-'))
+  t.equal(lines[2], row(next.kid, 'next', iso(next.created_at), '-', '-', iso(next.created_at)))
 })
 
 t.test('keys add: a next key, published by the running server after a reload, not signing', async (t) => {

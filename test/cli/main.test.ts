@@ -51,7 +51,7 @@ t.test('--help and -h: the help, exit 0', async (t) => {
     t.equal(out.stdout, `${help}\n`)
     t.equal(out.stderr, '')
   }
-  for (const words of ['migrate', 'keys list|add|activate|retire|rotate', 'users show|disable|enable', 'sessions list|revoke', '--json', 'Exit codes']) {
+  for (const words of ['migrate', 'keys list|add|activate|retire|rotate', 'users list|show|disable|enable', '--version', 'sessions list|revoke', '--json', 'Exit codes']) {
     t.match(help, words, `the help mentions ${words}`)
   }
   t.notOk(existsSync(db))
@@ -161,11 +161,12 @@ t.test('a database that cannot be opened: exit 1 with one line', async (t) => {
 t.test('every command but migrate refuses to create a database, and says which one it means', async (t) => {
   const { db, env } = paths(t)
   const expected = `minigate: no database at ${db} (MINIGATE_DB); run minigate migrate to create one, or set MINIGATE_DB\n`
+  const json = `${JSON.stringify({ error: 'not_found', message: expected.slice('minigate: '.length, -1) })}\n`
   for (const argv of [['keys', 'list'], ['keys', 'add'], ['users', 'show', 'someone'], ['sessions', 'list', 'someone', '--json']]) {
     const out = await cli(env, ...argv)
     t.equal(out.code, 1, `${argv.join(' ')}: exit 1`)
     t.equal(out.stdout, '')
-    t.equal(out.stderr, expected, `${argv.join(' ')}: one line naming the database and what to do`)
+    t.equal(out.stderr, argv.includes('--json') ? json : expected, `${argv.join(' ')}: one line naming the database and what to do`)
   }
   t.notOk(existsSync(dirname(db)), 'no database, not even its folder, was created')
 

@@ -71,10 +71,13 @@ t.test('sessions list: every login of a user with its state, text and --json', a
   t.equal(text.code, 0)
   t.equal(text.stderr, '')
   const lines = text.stdout.trimEnd().split('\n')
-  t.equal(lines.length, 3)
-  t.equal(lines[2], `${sidOf(first.access_token)}  ${appid}  live     created ${iso(firstAt)}  last used ${iso(usedAt)}  scope "profile"`)
-  t.match(lines[1], `${sidOf(second.access_token)}  ${appid}  revoked (logout)  created ${iso(secondAt)}`)
-  t.match(lines[0], /revoked \(operator\).*scope "phone"$/)
+  t.equal(lines.length, 4, 'a header and one line per login')
+  // Every column as wide as its widest cell (a sid is 22 characters, a time 24), two spaces apart.
+  const row = (...cells: string[]) => [cells[0], cells[1], (cells[2] as string).padEnd('revoked (operator)'.length), (cells[3] as string).padEnd(24), (cells[4] as string).padEnd(24), cells[5]].join('  ')
+  t.equal(lines[0], row('SID'.padEnd(22), 'CLIENT'.padEnd(appid.length), 'STATE', 'CREATED', 'LAST USED', 'SCOPE'))
+  t.equal(lines[1], row(sidOf(third.access_token), appid, 'revoked (operator)', iso(secondAt + 60), iso(secondAt + 60), 'phone'))
+  t.equal(lines[2], row(sidOf(second.access_token), appid, 'revoked (logout)', iso(secondAt), iso(secondAt), 'openid profile'))
+  t.equal(lines[3], row(sidOf(first.access_token), appid, 'live', iso(firstAt), iso(usedAt), 'profile'), 'columns aligned however long the state')
 })
 
 t.test('sessions list: an expired login, and a user with none', async (t) => {
@@ -83,7 +86,7 @@ t.test('sessions list: an expired login, and a user with none', async (t) => {
   app.clock.advance(3600)
   t.same((await list(app, 'oExpiring')).map((session) => session.state), ['expired'], 'past its maximum age')
   const text = await cli(app, 'sessions', 'list', subOf(login.access_token))
-  t.match(text.stdout, `${sidOf(login.access_token)}  ${app.config.apps[0]?.appid}  expired  created`)
+  t.match(text.stdout, `${sidOf(login.access_token)}  ${app.config.apps[0]?.appid}  expired  ${iso(now(app) - 3600)}`)
 
   app.clock.advance(1)
   t.match(await purgeExpired(app.deps), { sessions: 1, revocations: 0 }, 'the purge deletes the ended login')

@@ -13,6 +13,7 @@ import type { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { TestClock } from './clock.js'
 import { createFreshDatabase } from './database.js'
 import { fixtureKeyGenerator } from './keys.js'
+import { checkResponsesOf } from './openapi.js'
 
 export const WECHAT_CODE_GRANT = 'urn:minigate:grant-type:wechat-code'
 
@@ -39,7 +40,8 @@ export interface TestApp {
 /**
  * Builds minigate on a fresh database and key folder in the test's own directory, with the WeChat
  * simulator mounted in-process, listening on a random loopback port. The WeChat client reaches the
- * simulator over real HTTP. Rate limits are off unless `env` sets MINIGATE_RATE_LIMITS. Torn down with the test.
+ * simulator over real HTTP. Every response `fetch` gets from the app is checked against the OpenAPI
+ * document (src/openapi.ts): one that contradicts it fails the test. Rate limits are off unless `env` sets MINIGATE_RATE_LIMITS. Torn down with the test.
  */
 export async function startTestApp(t: Test, env: Record<string, string> = {}, clock = new TestClock()): Promise<TestApp> {
   const dir = t.testdir()
@@ -71,6 +73,8 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
   // Committed fixture keys instead of fresh RSA keys (130 ms each): key generation is tested on its own.
   const deps = await buildDeps(config, { clock, log, generateKey: fixtureKeyGenerator() })
   server.on('request', createApp(deps).callback())
+  // Every response a test receives from this app is held to the OpenAPI document (test/helpers/openapi.ts).
+  checkResponsesOf(url)
 
   const post = (path: string, body: string, contentType: string, headers: Record<string, string> = {}) =>
     fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': contentType, ...headers }, body })

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { checkResponsesOf } from './openapi.js'
 
 /** The compiled server (`npm test` compiles src/ into .build/ first), started as `npm start` starts dist/main.js. */
 export const SERVER = fileURLToPath(new URL('../../src/main.js', import.meta.url))
@@ -55,7 +56,10 @@ export function startServer(env: Record<string, string>): Promise<ServerProcess>
       waiters.push({ msg, resolve })
       void exited.then(({ code }) => reject(new Error(`server exited (${code}) before logging ${msg}: ${stderr}`)))
     })
-  return waitForLog(/minigate listening/).then((line) => ({ child, url: String(line.listen), lines, waitForLog, exited }))
+  return waitForLog(/minigate listening/).then((line) => {
+    checkResponsesOf(String(line.listen))
+    return { child, url: String(line.listen), lines, waitForLog, exited }
+  })
 }
 
 export interface FailedStart {

@@ -56,3 +56,4 @@ t.test('SIGTERM: no new connections, the request in flight is finished, the data
   t.same(sessions, [{ generation: 1 }], 'the refresh in flight was committed')
   await db.destroy()
 })
+

@@ -31,6 +31,8 @@ t.test('discovery metadata names the issuer exactly and every endpoint under it'
   t.equal(metadata.wechat_phone_endpoint, `${app.url}/wechat/phone`)
   t.equal(metadata.wechat_decrypt_endpoint, `${app.url}/wechat/decrypt`)
   t.equal(metadata.health_endpoint, `${app.url}/healthz`)
+  t.equal(metadata.readiness_endpoint, `${app.url}/readyz`)
+  t.equal(metadata.openapi_endpoint, `${app.url}/openapi.json`)
 })
 
 t.test('the RFC 8414 location serves the same metadata', async (t) => {
@@ -44,12 +46,13 @@ t.test('the RFC 8414 location serves the same metadata', async (t) => {
 })
 
 t.test('every endpoint the router mounts is listed in discovery', async (t) => {
-  const app = await startTestApp(t)
+  const app = await startTestApp(t, { MINIGATE_METRICS_TOKEN: 'metrics-token-0123456789' })
   const metadata = (await (await fetch(`${app.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>
   const listed = new Set(Object.values(metadata).filter((value): value is string => typeof value === 'string'))
-  // Not endpoints a client looks up: the simulator, the discovery documents themselves, and avatars,
-  // whose URLs come from the picture claim.
-  const unlisted = (path: string) => path.startsWith('/_dev/') || path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server' || path === '/avatars/:id'
+  // Not endpoints a client looks up: the simulator, the discovery documents themselves, avatars, whose
+  // URLs come from the picture claim, and the operators' metrics (mounted here only with a token).
+  const unlisted = (path: string) =>
+    path.startsWith('/_dev/') || path === '/.well-known/openid-configuration' || path === '/.well-known/oauth-authorization-server' || path === '/avatars/:id' || path === '/metrics'
   const paths = [...new Set(createRouter(app.deps).stack.map((layer) => String(layer.path)))].filter((path) => !unlisted(path))
   t.ok(paths.length >= 10, `${paths.length} endpoints checked`)
   for (const path of paths) t.ok(listed.has(endpoint(app.url, path)), `${path} is in discovery`)
