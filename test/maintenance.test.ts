@@ -29,9 +29,9 @@ async function sessionIds(app: TestApp): Promise<string[]> {
 
 t.test('a purge on a fresh database deletes nothing', async (t) => {
   const app = await startTestApp(t)
-  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0 })
+  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0, audit: 0, events: 0 })
   const login = await app.login({ openid: 'oPurgeNothing' })
-  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0 }, 'a fresh login is kept, and its code until it expires')
+  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0, audit: 0, events: 0 }, 'a fresh login is kept, and its code until it expires')
   t.equal((await userinfo(app, login.access_token)).status, 200)
 })
 

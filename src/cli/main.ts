@@ -6,6 +6,7 @@ import { ConfigError } from '../config.js'
 import { migrateToLatest } from '../db/connection.js'
 import { KeyFileError } from '../keys/signing-keys.js'
 import { CliError, describeDatabase, openContext, UsageError, type CliIo } from './context.js'
+import { auditCommand, auditHelp } from './audit.js'
 import { keysCommand, keysHelp } from './keys.js'
 import { sessionsCommand, sessionsHelp } from './sessions.js'
 import { usersCommand, usersHelp } from './users.js'
@@ -14,22 +15,27 @@ export const help = `minigate: the operator command line (works while the server
 
   minigate migrate                  bring the database (MINIGATE_DB) to the newest schema
   minigate keys list|add|activate|retire|rotate|rewrap
-  minigate users show|disable|enable
+  minigate users show|disable|enable|delete|merge|unlink
   minigate sessions list|revoke
+  minigate audit [--user <sub>] [--event <name>] [--since <time>] [--until <time>] [--limit N]
 
 Every command takes --help and --json. It reads the same environment as the server
 (MINIGATE_DB, MINIGATE_KEYS_DIR, TTLs), names the database it opened on stderr, and creates
 none but with migrate. Exit codes: 0 done, 1 refused or failed, 2 usage error.`
 
-const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema, creating it if there is none.' }
+const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, audit: auditHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema, creating it if there is none.' }
+
+/** Options that take a value (the audit command's filters). */
+const VALUE_OPTIONS = ['event', 'since', 'until', 'limit'] as const
 
 interface ParsedArgs {
-  values: { json?: boolean; force?: boolean; help?: boolean; user?: string }
+  values: { json?: boolean; force?: boolean; help?: boolean; user?: string; event?: string; since?: string; until?: string; limit?: string }
   positionals: string[]
 }
 
 /**
- * Reads the options minigate knows (`--json --force --help -h --user <sub>`); everything else is a
+ * Reads the options minigate knows (`--json --force --help -h --user <sub>`, and the audit filters
+ * `--event --since --until --limit`, each with a value); everything else is a
  * positional. Not node's parseArgs: a kid is base64url and may begin with "-", which must not be read
  * as an option.
  */
@@ -49,6 +55,11 @@ function parseArgv(argv: string[]): ParsedArgs {
       const value = arg === '--user' ? argv[(index += 1)] : arg.slice('--user='.length)
       if (!value) throw new UsageError('--user needs a user id')
       values.user = value
+    } else if (VALUE_OPTIONS.some((name) => arg === `--${name}` || arg.startsWith(`--${name}=`))) {
+      const name = VALUE_OPTIONS.find((option) => arg === `--${option}` || arg.startsWith(`--${option}=`)) as (typeof VALUE_OPTIONS)[number]
+      const value = arg === `--${name}` ? argv[(index += 1)] : arg.slice(name.length + 3)
+      if (!value) throw new UsageError(`--${name} needs a value`)
+      values[name] = value
     } else if (arg.startsWith('--')) throw new UsageError(`unknown option ${arg}`)
     else positionals.push(arg)
   }
@@ -91,6 +102,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       ctx.print({ applied: results.map((result) => result.migrationName) }, `${describeDatabase(ctx.config.dbFile)} is at the newest schema`)
     } else if (group === 'keys') await keysCommand(ctx, rest, values.force ?? false)
     else if (group === 'users') await usersCommand(ctx, rest)
+    else if (group === 'audit') await auditCommand(ctx, rest, values)
     else await sessionsCommand(ctx, rest, values.user)
     return 0
   } catch (error) {
