@@ -13,7 +13,7 @@ function files(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? files(join(dir, entry.name)) : [join(dir, entry.name)]))
 }
 
-const compiled = files(root).filter((file) => file.endsWith('.js'))
+const compiled = files(root).filter((file) => file.endsWith('.js') && file !== notice)
 for (const file of compiled) if (file.endsWith('.pg.test.js')) rmSync(file)
 rmSync(notice, { force: true })
 

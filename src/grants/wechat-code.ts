@@ -101,10 +101,12 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
         }
       }
     }
-    if (!created) await updateSessionKey(trx, identity.id, sealed, now)
+    // The user's row is locked before the identity's is written: every transaction that changes both
+    // (a merge, a deletion) takes them in that order, so none waits for the other in a cycle.
     const user = await lockUser(trx, identity.user_id)
     // Merged away or deleted after we read the identity: read it again.
     if (!user) continue
+    if (!created) await updateSessionKey(trx, identity.id, sealed, now)
     if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
       return { user: { ...user, unionid: session.unionid, updated_at: now }, created, ...(merged ? { merged } : {}) }
     }
