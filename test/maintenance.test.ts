@@ -185,7 +185,7 @@ t.test('startMaintenance purges on its interval and returns a stop function', as
     await new Promise((resolve) => setImmediate(resolve))
   }
   const line = app.logs.slice(before).map((entry) => JSON.parse(entry) as Body).find((entry) => entry.event === 'purge')
-  t.match(line, { event: 'purge', sessions: 1, revocations: 0, codes: Number }, 'the tick purged and logged the counts')
+  t.match(line, { event: 'purge', sessions: 1, revocations: 0, codes: Number, audit: 0, events: 0 }, 'the tick purged and logged the counts')
   t.same(await sessionIds(app), [])
 
   globalThis.clearInterval = fakeClearInterval as unknown as typeof clearInterval
