@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { epochSeconds } from '../clock.js'
 import type { Trx } from '../db/connection.js'
 import { findIdentity, insertIdentity, updateSessionKey } from '../db/identities.js'
-import type { User, WeChatIdentity } from '../db/schema.js'
+import type { User } from '../db/schema.js'
 import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
 import { deleteUser, findUserByUnionid, insertOrFindUserByUnionid, insertUser, linkUnionid, lockUser, unusedUserId } from '../db/users.js'
@@ -72,12 +72,17 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
       const candidate = session.unionid
         ? await insertOrFindUserByUnionid(trx, { ...fresh, unionid: session.unionid })
         : { user: await insertUser(trx, { ...fresh, unionid: null }), created: true }
+      // Joining an existing user: hold it first, so a merge or deletion of it cannot pull it away
+      // before the identity points at it.
+      if (!candidate.created && !(await lockUser(trx, candidate.user.id))) continue
       created = await insertIdentity(trx, { userId: candidate.user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
       // The identity existed after all (a concurrent login won): the user made for it is nobody's.
       if (!created && candidate.created) await deleteUser(trx, candidate.user.id)
       created &&= candidate.created
     }
-    let identity = (await findIdentity(trx, appid, session.openid)) as WeChatIdentity
+    let identity = await findIdentity(trx, appid, session.openid)
+    // Deleted with its user meanwhile: look again (a new user is made).
+    if (!identity) continue
     if (session.unionid) {
       const holder = await findUserByUnionid(trx, session.unionid)
       if (holder && holder.id !== identity.user_id) {
@@ -97,7 +102,8 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
         if (outcome !== 'refused') {
           merged = outcome
           deps.log.info({ event: 'users_merged', sub: outcome.survivor.id, merged: outcome.mergedAway, client_id: appid, revoked_sessions: outcome.revokedSessions.length }, 'a login proved two users one person: merged')
-          identity = (await findIdentity(trx, appid, session.openid)) as WeChatIdentity
+          identity = await findIdentity(trx, appid, session.openid)
+          if (!identity) continue
         }
       }
     }

@@ -114,3 +114,23 @@ t.test('minigate users delete: the operator deletes a user, recorded as the oper
   t.match(again.stderr, `${sub} was deleted at`)
   t.equal((await cli(app, 'users', 'show', sub)).code, 1, 'show says it too')
 })
+
+t.test('a login racing the deletion of its user ends on a live user, never a 500', async (t) => {
+  const app = await startTestApp(t)
+  for (let round = 0; round < 5; round += 1) {
+    const openid = `oRaceDelete${round}`
+    const login = await app.login({ openid })
+    const sub = subOf(login.access_token)
+    const [deleteCode, loginCode] = [await app.wxLogin({ openid }), await app.wxLogin({ openid })]
+    const [deleted, again] = await Promise.all([
+      bearer(app, '/account/delete', login.access_token, { method: 'POST', json: { code: deleteCode } }),
+      app.postForm('/token', { grant_type: WECHAT_CODE_GRANT, code: loginCode }),
+    ])
+    t.equal(deleted.status, 204, `round ${round}: deleted`)
+    t.equal(again.status, 200, `round ${round}: the login succeeded`)
+    const tokens = (await again.json()) as Record<string, string>
+    const userinfo = await bearer(app, '/userinfo', tokens.access_token as string)
+    if (subOf(tokens.access_token as string) === sub) t.equal(userinfo.status, 401, 'it logged into the old user just before the deletion, which ended it')
+    else t.equal(userinfo.status, 200, 'it came after the deletion: a new user')
+  }
+})
