@@ -113,3 +113,13 @@ t.test('retention: audit rows and events age out; the operator and the purge see
   app.clock.advance(8 * 86400)
   t.match(await purgeExpired(app.deps), { events: 0, audit: 2 }, 'audit rows after MINIGATE_AUDIT_RETENTION_DAYS')
 })
+
+t.test('retention and redelivery settings: defaults and bounds', async (t) => {
+  const { loadConfig, ConfigError } = await import('../../src/config.js')
+  t.match(loadConfig({}), { auditRetentionDays: 180, eventRetentionDays: 30, eventRedeliverySeconds: 60 })
+  t.match(loadConfig({ MINIGATE_AUDIT_RETENTION_DAYS: '365', MINIGATE_EVENT_RETENTION_DAYS: '7', MINIGATE_EVENT_REDELIVERY_SECONDS: '300' }), { auditRetentionDays: 365, eventRetentionDays: 7, eventRedeliverySeconds: 300 })
+  for (const [name, value] of [['MINIGATE_AUDIT_RETENTION_DAYS', '0'], ['MINIGATE_EVENT_RETENTION_DAYS', 'a week'], ['MINIGATE_EVENT_REDELIVERY_SECONDS', '1']] as const) {
+    t.throws(() => loadConfig({ [name]: value }), ConfigError, `${name}=${value}`)
+    t.throws(() => loadConfig({ [name]: value }), { message: new RegExp(name) })
+  }
+})
