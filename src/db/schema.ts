@@ -145,6 +145,18 @@ export interface SigningKeyTable {
   removed_at: number | null
 }
 
+/**
+ * Where a service's scan of the event stream starts (`floor`: every event up to it is acknowledged by
+ * the service), and the next floor once it is safe (see `settleCursor`).
+ */
+export interface EventCursorTable {
+  service_id: string
+  floor: number
+  candidate: number | null
+  /** PostgreSQL: `pg_snapshot_xmax` when `candidate` was read. */
+  candidate_xmax: string | null
+}
+
 export interface Database {
   users: UserTable
   wechat_identities: WeChatIdentityTable
@@ -157,6 +169,7 @@ export interface Database {
   user_tombstones: UserTombstoneTable
   security_events: SecurityEventTable
   event_deliveries: EventDeliveryTable
+  event_cursors: EventCursorTable
 }
 
 export type User = Selectable<UserTable>

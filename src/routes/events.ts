@@ -2,7 +2,7 @@ import type Router from '@koa/router'
 import type { Context } from 'koa'
 import { epochSeconds } from '../clock.js'
 import type { Service } from '../config.js'
-import { acknowledge, dueEvents, markDelivered } from '../db/security-events.js'
+import { acknowledge, dueEvents, markDelivered, settleCursor } from '../db/security-events.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidRequest } from '../errors.js'
 import { signSet } from '../events/sets.js'
@@ -69,8 +69,11 @@ export function mountEvents(router: Router, deps: AppDeps): void {
     const request = pollRequest(ctx.state.json)
     const now = epochSeconds(deps.clock)
     const acked = [...new Set([...request.ack, ...Object.keys(request.setErrs)])]
-    if (acked.length > 0) await deps.transaction((trx) => acknowledge(trx, service.id, acked, request.setErrs, now))
-    const due = await dueEvents(deps.db, service.id, now, request.maxEvents + 1)
+    const floor = await deps.transaction(async (trx) => {
+      if (acked.length > 0) await acknowledge(trx, service.id, acked, request.setErrs, now)
+      return settleCursor(trx, service.id)
+    })
+    const due = await dueEvents(deps.db, service.id, floor, now, request.maxEvents + 1)
     const batch = due.slice(0, request.maxEvents)
     if (batch.length > 0) {
       await deps.transaction((trx) => markDelivered(trx, service.id, batch.map((event) => event.id), now + deps.config.eventRedeliverySeconds))

@@ -1,6 +1,8 @@
 import { decodeProtectedHeader } from 'jose'
 import t from 'tap'
+import { appendSecurityEvent } from '../../src/db/security-events.js'
 import { startTestApp } from '../helpers/app.js'
+import { testDialect } from '../helpers/database.js'
 import { oauthError } from '../helpers/assert.js'
 import { cli } from '../helpers/cli.js'
 import { basic, bearer, DEV_SERVICE, poll, pollVerified, sidOf, subOf, verifySet } from '../helpers/lifecycle.js'
@@ -122,4 +124,35 @@ t.test('retention and redelivery settings: defaults and bounds', async (t) => {
     t.throws(() => loadConfig({ [name]: value }), ConfigError, `${name}=${value}`)
     t.throws(() => loadConfig({ [name]: value }), { message: new RegExp(name) })
   }
+})
+
+t.test('an event that commits after a later one was delivered and acknowledged is still delivered', { skip: testDialect === 'sqlite' ? 'SQLite runs one writer at a time: events commit in id order' : false }, async (t) => {
+  const app = await startTestApp(t)
+  let release = () => {}
+  const held = new Promise<void>((resolve) => (release = resolve))
+  let inserted = () => {}
+  const insertedYet = new Promise<void>((resolve) => (inserted = resolve))
+  const now = Math.floor(app.clock.now() / 1000)
+  // A transaction that took its event id first and commits last.
+  const slow = app.deps.transaction(async (trx) => {
+    await appendSecurityEvent(trx, { at: now, type: 'account-disabled', sub: 'slow-sub' })
+    inserted()
+    await held
+  })
+  await insertedYet
+  await app.deps.transaction((trx) => appendSecurityEvent(trx, { at: now, type: 'account-enabled', sub: 'fast-sub' }))
+  for (let round = 0; round < 3; round += 1) {
+    const { events } = await pollVerified(app)
+    await poll(app, { ack: events.map((event) => event.jti), maxEvents: 0 })
+    t.same(events.map((event) => event.sub), round === 0 ? ['fast-sub'] : [], `poll ${round}: only what has committed`)
+  }
+  release()
+  await slow
+  const { events } = await pollVerified(app)
+  t.same(events.map((event) => event.sub), ['slow-sub'], 'the late event comes, though a later id was acknowledged before')
+  await poll(app, { ack: events.map((event) => event.jti), maxEvents: 0 })
+  await poll(app, { maxEvents: 0 })
+  const cursor = await app.deps.db.selectFrom('event_cursors').selectAll().where('service_id', '=', 'dev-service').executeTakeFirstOrThrow()
+  const last = await app.deps.db.selectFrom('security_events').select((eb) => eb.fn.max('id').as('max')).executeTakeFirstOrThrow()
+  t.equal(cursor.floor, Number(last.max), 'once everything is acknowledged and settled, polls scan nothing below')
 })
