@@ -5,8 +5,11 @@ import { MethodNotAllowed, NotFound } from './errors.js'
 import { renderErrors } from './http/error-handler.js'
 import { requestLog } from './http/request-log.js'
 import { isClientConnectionError, safeError } from './log.js'
+import { mountAccountDelete } from './routes/account-delete.js'
+import { mountAccountExport } from './routes/account-export.js'
 import { mountAvatar } from './routes/avatar.js'
 import { mountDiscovery } from './routes/discovery.js'
+import { mountEvents } from './routes/events.js'
 import { mountHealthz } from './routes/healthz.js'
 import { mountIntrospect } from './routes/introspect.js'
 import { mountJwks } from './routes/jwks.js'
@@ -44,6 +47,9 @@ export function createRouter(deps: AppDeps): Router {
   mountAvatar(router, deps)
   mountWeChatPhone(router, deps)
   mountWeChatDecrypt(router, deps)
+  mountAccountExport(router, deps)
+  mountAccountDelete(router, deps)
+  mountEvents(router, deps)
   mountHealthz(router, deps)
   mountReadyz(router, deps)
   mountOpenApi(router, deps)

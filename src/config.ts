@@ -50,7 +50,18 @@ export interface Config {
   wechatTimeoutMs: number
   /** Which WeChat API gives minigate its server-API access_token. */
   wechatTokenApi: 'stable_token' | 'token'
+  /** The `aud` of access tokens asked for without a `resource`, beside `accountAudience`. */
   audience: string
+  /** The audience of minigate's own account endpoints (profile, phone, export, deletion, logout). */
+  accountAudience: string
+  /** RFC 8707 resource indicators a client may ask a token for: each token's `aud` is the one resource. */
+  resources: string[]
+  /** Days audit events are kept. */
+  auditRetentionDays: number
+  /** Days security events stay in the stream services poll. */
+  eventRetentionDays: number
+  /** Seconds after which a delivered, unacknowledged security event is delivered again. */
+  eventRedeliverySeconds: number
   accessTtl: number
   refreshTtl: number
   idTokenTtl: number
@@ -110,6 +121,14 @@ export const defaults = {
   avatarMaxBytes: 2 * 1024 * 1024,
   /** The `aud` of access tokens: the business services that accept them. */
   audience: 'minigate-api',
+  /** The audience of minigate's own account endpoints, under the issuer. */
+  accountAudiencePath: '/account',
+  /** Days audit events are kept before they are purged (about six months). */
+  auditRetentionDays: 180,
+  /** Days security events stay in the stream services poll; an event no service acknowledged by then is lost. */
+  eventRetentionDays: 30,
+  /** Seconds a delivered security event waits for its acknowledgement before it is delivered again. */
+  eventRedeliverySeconds: 60,
   /** Access token lifetime in seconds (15 minutes): short, since services verify offline. */
   accessTtl: 15 * 60,
   /** Refresh token lifetime in seconds (30 days). */
@@ -292,6 +311,31 @@ function metricsTokenHash(env: Env): string | null {
   return hashServiceSecret(raw)
 }
 
+/**
+ * MINIGATE_RESOURCES: RFC 8707 resource indicators, comma-separated absolute http(s) URIs without a
+ * fragment (a token asked for one carries it as its only `aud`).
+ */
+function resources(env: Env): string[] {
+  const raw = env.MINIGATE_RESOURCES?.trim() ?? ''
+  if (raw === '') return []
+  const list: string[] = []
+  for (const [index, entry] of raw.split(',').entries()) {
+    const item = entry.trim()
+    let url: URL
+    try {
+      url = new URL(item)
+    } catch {
+      throw new ConfigError(`MINIGATE_RESOURCES entry ${index + 1} must be an absolute http(s) URI, got "${item}"`)
+    }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.hash || item.includes('#')) {
+      throw new ConfigError(`MINIGATE_RESOURCES entry ${index + 1} must be an http(s) URI without a fragment, got "${item}"`)
+    }
+    if (list.includes(item)) throw new ConfigError(`MINIGATE_RESOURCES lists ${item} twice`)
+    list.push(item)
+  }
+  return list
+}
+
 /** Builds the configuration from environment variables, or throws a `ConfigError`. */
 export function loadConfig(env: Env): Config {
   const production = env.NODE_ENV === 'production'
@@ -335,6 +379,15 @@ export function loadConfig(env: Env): Config {
   // many verifiers look at aud only.
   if (audience === issuer) throw new ConfigError('MINIGATE_AUDIENCE must differ from MINIGATE_ISSUER (the audience of refresh tokens)')
   if ((development ? [DEV_APP] : apps).some((app) => app.appid === audience)) throw new ConfigError('MINIGATE_AUDIENCE must differ from every appid (the audience of ID tokens)')
+  const accountAudience = env.MINIGATE_ACCOUNT_AUDIENCE?.trim() || endpoint(issuer, defaults.accountAudiencePath)
+  const resourceList = resources(env)
+  // A token for a service must never open minigate's account endpoints, nor be a refresh or ID token.
+  for (const [name, value] of [['MINIGATE_ACCOUNT_AUDIENCE', accountAudience], ...resourceList.map((resource) => ['MINIGATE_RESOURCES', resource])] as Array<[string, string]>) {
+    if (value === issuer || value === audience || (development ? [DEV_APP] : apps).some((app) => app.appid === value)) {
+      throw new ConfigError(`${name} (${value}) must differ from MINIGATE_ISSUER, MINIGATE_AUDIENCE and every appid`)
+    }
+  }
+  if (resourceList.includes(accountAudience)) throw new ConfigError('MINIGATE_RESOURCES must not list the account audience (MINIGATE_ACCOUNT_AUDIENCE)')
 
   const dbFile = env.MINIGATE_DB?.trim() || defaults.dbFile
   if (production) checkProductionDbFolder(dbFile)
@@ -363,6 +416,11 @@ export function loadConfig(env: Env): Config {
     wechatTimeoutMs: integer(env, 'WECHAT_TIMEOUT_MS', defaults.wechatTimeoutMs, 100, 60_000),
     wechatTokenApi: tokenApi(env),
     audience,
+    accountAudience,
+    resources: resourceList,
+    auditRetentionDays: integer(env, 'MINIGATE_AUDIT_RETENTION_DAYS', defaults.auditRetentionDays, 1, 3650),
+    eventRetentionDays: integer(env, 'MINIGATE_EVENT_RETENTION_DAYS', defaults.eventRetentionDays, 1, 3650),
+    eventRedeliverySeconds: integer(env, 'MINIGATE_EVENT_REDELIVERY_SECONDS', defaults.eventRedeliverySeconds, 5, 86400),
     accessTtl,
     refreshTtl,
     idTokenTtl: defaults.idTokenTtl,

@@ -84,6 +84,12 @@ export class InvalidScope extends OAuthError {
   override readonly status = 400
 }
 
+/** RFC 8707 §2: a `resource` minigate issues no tokens for. */
+export class InvalidTarget extends OAuthError {
+  override readonly code = 'invalid_target'
+  override readonly status = 400
+}
+
 /**
  * WeChat data that does not open: 400 with a code of its own. Malformed input (`bad_iv`,
  * `bad_encrypted_data`) and an unusable stored key (`bad_session_key`) are told apart; everything that

@@ -113,6 +113,9 @@ const discovery: Schema = {
     subject_types_supported: { type: 'array', items: { type: 'string' } },
     id_token_signing_alg_values_supported: { type: 'array', items: { const: 'RS256' } },
     claims_supported: { type: 'array', items: { type: 'string' } },
+    events_endpoint_auth_methods_supported: { type: 'array', items: { type: 'string' } },
+    account_audience: { type: 'string', description: "The audience of minigate's own account endpoints" },
+    resources_supported: { type: 'array', items: { type: 'string' }, description: 'RFC 8707 resources a token may be asked for' },
   },
   // Every endpoint is listed, the standard ones and minigate's own, as `<what>_endpoint`.
   patternProperties: { '_endpoint$': endpointUrl },
@@ -178,6 +181,53 @@ const profileUpdate: Schema = {
   additionalProperties: false,
 }
 
+const time: Schema = { type: ['string', 'null'], description: 'ISO 8601' }
+const nullableString: Schema = { type: ['string', 'null'] }
+
+const accountExport: Schema = {
+  type: 'object',
+  required: ['exported_at', 'sub', 'created_at', 'updated_at', 'unionid', 'profile', 'phone', 'wechat_identities', 'logins', 'merged_subs', 'audit_events', 'security_events'],
+  properties: {
+    exported_at: time,
+    sub: { type: 'string' },
+    created_at: time,
+    updated_at: time,
+    unionid: nullableString,
+    profile: { type: 'object', properties: { nickname: nullableString, picture: nullableString }, additionalProperties: false },
+    phone: { oneOf: [{ type: 'null' }, { type: 'object', properties: { phone_number: { type: 'string' }, country_code: nullableString, verified_at: time }, additionalProperties: false }] },
+    wechat_identities: { type: 'array', items: { type: 'object', properties: { appid: { type: 'string' }, openid: { type: 'string' }, created_at: time, session_key_updated_at: time }, additionalProperties: false } },
+    logins: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          sid: { type: 'string' },
+          client_id: { type: 'string' },
+          scope: { type: 'string' },
+          created_at: time,
+          last_used_at: time,
+          expires_at: time,
+          state: { enum: ['live', 'expired', 'ended'] },
+          ended_at: time,
+          ended_because: nullableString,
+        },
+        additionalProperties: false,
+      },
+    },
+    merged_subs: { type: 'array', items: { type: 'object', properties: { sub: { type: 'string' }, merged_at: time }, additionalProperties: false } },
+    audit_events: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { at: time, event: { type: 'string' }, sub: nullableString, client_id: nullableString, sid: nullableString, actor: nullableString, detail: nullableString, ip_hash: nullableString },
+        additionalProperties: false,
+      },
+    },
+    security_events: { type: 'array', items: { type: 'object', properties: { at: time, type: { type: 'string' }, sub: nullableString, sid: nullableString }, additionalProperties: false } },
+  },
+  additionalProperties: false,
+}
+
 /** The document, its server being the issuer. */
 export function openApiDocument(issuer: string): Record<string, unknown> {
   return {
@@ -219,12 +269,12 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
               {
                 type: 'object',
                 required: ['grant_type', 'code'],
-                properties: { grant_type: { const: 'urn:minigate:grant-type:wechat-code' }, code: { type: 'string' }, client_id: { type: 'string' }, scope: { type: 'string' } },
+                properties: { grant_type: { const: 'urn:minigate:grant-type:wechat-code' }, code: { type: 'string' }, client_id: { type: 'string' }, scope: { type: 'string' }, resource: { type: 'string', description: 'RFC 8707' } },
               },
               {
                 type: 'object',
                 required: ['grant_type', 'refresh_token'],
-                properties: { grant_type: { const: 'refresh_token' }, refresh_token: { type: 'string' }, client_id: { type: 'string' }, scope: { type: 'string' } },
+                properties: { grant_type: { const: 'refresh_token' }, refresh_token: { type: 'string' }, client_id: { type: 'string' }, scope: { type: 'string' }, resource: { type: 'string', description: 'RFC 8707' } },
               },
             ],
           }),
@@ -314,6 +364,13 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
             ...errors(...BODY_ERRORS, 401, 429, 502, 503),
           },
         },
+        delete: {
+          tags: ['wechat'],
+          summary: 'Remove the bound phone number',
+          operationId: 'removePhone',
+          security: bearer,
+          responses: { '204': { description: 'No phone number is bound any more' }, ...errors(400, 401) },
+        },
       },
       '/wechat/decrypt': {
         post: {
@@ -323,6 +380,58 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
           security: bearer,
           requestBody: form({ type: 'object', required: ['encrypted_data', 'iv'], properties: { encrypted_data: { type: 'string' }, iv: { type: 'string' }, raw_data: { type: 'string' }, signature: { type: 'string' } } }),
           responses: { '200': json('The data', { type: 'object', required: ['data'], properties: { data: { type: 'object' } }, additionalProperties: false }), ...errors(...BODY_ERRORS, 401, 429) },
+        },
+      },
+      '/account/export': {
+        get: {
+          tags: ['user'],
+          summary: 'Everything minigate holds about the caller (PIPL Art. 45), secrets excluded',
+          operationId: 'exportAccount',
+          security: bearer,
+          responses: { '200': json('The account', ref('AccountExport')), ...errors(400, 401) },
+        },
+      },
+      '/account/delete': {
+        post: {
+          tags: ['user'],
+          summary: 'Delete the caller’s account; `code` from a fresh wx.login() proves the person is present',
+          operationId: 'deleteAccount',
+          security: bearer,
+          requestBody: form({ type: 'object', required: ['code'], properties: { code: { type: 'string' } } }),
+          responses: { '204': { description: 'The account is deleted; its sub is never reused' }, ...errors(...BODY_ERRORS, 401, 429, 502, 503) },
+        },
+      },
+      '/events': {
+        post: {
+          tags: ['oauth'],
+          summary: 'Security Event Tokens for a registered service, by polling (RFC 8936)',
+          operationId: 'pollEvents',
+          security: [{ serviceBasic: [] }],
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  properties: {
+                    ack: { type: 'array', items: { type: 'string' } },
+                    setErrs: { type: 'object', additionalProperties: { type: 'object' } },
+                    maxEvents: { type: 'integer', minimum: 0 },
+                    returnImmediately: { type: 'boolean' },
+                  },
+                },
+              },
+            },
+          },
+          responses: {
+            '200': json('Signed SETs by jti (`typ: secevent+jwt`), and whether more are waiting', {
+              type: 'object',
+              required: ['sets', 'moreAvailable'],
+              properties: { sets: { type: 'object', additionalProperties: { type: 'string' } }, moreAvailable: { type: 'boolean' } },
+              additionalProperties: false,
+            }),
+            ...errors(...BODY_ERRORS, 401),
+          },
         },
       },
       '/logout': {
@@ -384,9 +493,10 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
         Discovery: discovery,
         Jwks: jwks,
         Introspection: introspection,
+        AccountExport: accountExport,
       },
       responses: {
-        BadRequest: errorResponse('Bad input: invalid_request, invalid_grant, invalid_scope, unsupported_grant_type, ...'),
+        BadRequest: errorResponse('Bad input: invalid_request, invalid_grant, invalid_scope, invalid_target, unsupported_grant_type, ...'),
         Unauthorized: errorResponse('invalid_client, or a missing or invalid Bearer token', wwwAuthenticate),
         Forbidden: errorResponse('insufficient_scope', wwwAuthenticate),
         NotFound: errorResponse('not_found'),

@@ -29,9 +29,9 @@ async function sessionIds(app: TestApp): Promise<string[]> {
 
 t.test('a purge on a fresh database deletes nothing', async (t) => {
   const app = await startTestApp(t)
-  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0 })
+  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0, audit: 0, events: 0 })
   const login = await app.login({ openid: 'oPurgeNothing' })
-  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0 }, 'a fresh login is kept, and its code until it expires')
+  t.same(await purgeExpired(app.deps), { sessions: 0, revocations: 0, codes: 0, audit: 0, events: 0 }, 'a fresh login is kept, and its code until it expires')
   t.equal((await userinfo(app, login.access_token)).status, 200)
 })
 
@@ -186,7 +186,7 @@ t.test('startMaintenance purges on its interval and returns a stop function', as
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
   const line = app.logs.slice(before).map((entry) => JSON.parse(entry) as Body).find((entry) => entry.event === 'purge')
-  t.match(line, { event: 'purge', sessions: 1, revocations: 0, codes: Number }, 'the tick purged and logged the counts')
+  t.match(line, { event: 'purge', sessions: 1, revocations: 0, codes: Number, audit: 0, events: 0 }, 'the tick purged and logged the counts')
   t.same(await sessionIds(app), [])
 
   globalThis.clearInterval = fakeClearInterval as unknown as typeof clearInterval

@@ -110,6 +110,12 @@ export interface Client {
   uploadAvatar(tempFilePath: string): Promise<{ picture: string }>
   /** Binds the phone number behind the `code` of `<button open-type="getPhoneNumber">`. */
   bindPhone(code: string): Promise<PhoneNumber>
+  /** Removes the user's phone number (`DELETE /wechat/phone`). */
+  removePhone(): Promise<void>
+  /** Everything minigate holds about the user (`GET /account/export`). */
+  exportAccount(): Promise<Record<string, unknown>>
+  /** Deletes the account (a fresh `wx.login()` code confirms it) and forgets the tokens; a later `login()` creates a new user. */
+  deleteAccount(): Promise<void>
   /** Ends the login on minigate and forgets the tokens (forgotten even if minigate cannot be reached). */
   logout(): Promise<void>
 }

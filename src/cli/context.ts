@@ -91,6 +91,7 @@ export async function openContext(io: CliIo, json: boolean, options: { migrate: 
         },
         clock: io.clock,
         timing: keyTiming(config),
+        actor: 'operator',
         ...(io.generateKey ? { generateKey: io.generateKey } : {}),
       }
       return admin

@@ -6,6 +6,7 @@ import { ConfigError } from '../config.js'
 import { migrateToLatest } from '../db/connection.js'
 import { KeyFileError } from '../keys/signing-keys.js'
 import { CliError, describeDatabase, openContext, UsageError, type CliIo } from './context.js'
+import { auditCommand, auditHelp } from './audit.js'
 import { keysCommand, keysHelp } from './keys.js'
 import { sessionsCommand, sessionsHelp } from './sessions.js'
 import { usersCommand, usersHelp } from './users.js'
@@ -15,8 +16,9 @@ export const help = `minigate: the operator command line (works while the server
 
   minigate migrate                  bring the database (MINIGATE_DB) to the newest schema
   minigate keys list|add|activate|retire|rotate|rewrap
-  minigate users list|show|disable|enable
+  minigate users list|show|disable|enable|delete|merge|unlink
   minigate sessions list|revoke
+  minigate audit [--user <sub>] [--event <name>] [--since <time>] [--until <time>] [--limit N]
   minigate --version
 
 Every command takes --help and --json. It reads the same environment as the server
@@ -25,10 +27,10 @@ none but with migrate. Exit codes: 0 done, 1 refused or failed, 2 usage error. W
 a failure is one line {"error": "...", "message": "..."} at the end of stderr (error: usage,
 not_found, refused, config or failed).`
 
-const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema, creating it if there is none.' }
+const helps: Record<string, string> = { keys: keysHelp, users: usersHelp, sessions: sessionsHelp, audit: auditHelp, migrate: 'minigate migrate\n\n  Brings the database of MINIGATE_DB to the newest schema, creating it if there is none.' }
 
 interface ParsedArgs {
-  values: { json?: boolean; force?: boolean; help?: boolean; version?: boolean; user?: string; search?: string; limit?: number }
+  values: { json?: boolean; force?: boolean; help?: boolean; version?: boolean; user?: string; search?: string; limit?: number; event?: string; since?: string; until?: string }
   positionals: string[]
 }
 
@@ -37,8 +39,8 @@ const MAX_LIMIT = 10_000
 
 /**
  * Reads the options minigate knows (`--json --force --help -h --version --user <sub> --search <text>
- * --limit <n>`); everything else is a positional. Not node's parseArgs: a kid is base64url and may
- * begin with "-", which must not be read as an option.
+ * --limit <n>`, and the audit filters `--event --since --until`); everything else is a positional. Not
+ * node's parseArgs: a kid is base64url and may begin with "-", which must not be read as an option.
  */
 function parseArgv(argv: string[]): ParsedArgs {
   const values: ParsedArgs['values'] = {}
@@ -58,6 +60,8 @@ function parseArgv(argv: string[]): ParsedArgs {
     const user = valueOf(arg, '--user', index)
     const search = valueOf(arg, '--search', index)
     const limit = valueOf(arg, '--limit', index)
+    const filterKey = (['event', 'since', 'until'] as const).find((key) => valueOf(arg, `--${key}`, index))
+    const filter = filterKey && { key: filterKey, name: `--${filterKey}`, ...(valueOf(arg, `--${filterKey}`, index) as { value: string | undefined; next: number }) }
     if (arg === '--json') values.json = true
     else if (arg === '--force') values.force = true
     else if (arg === '--help' || arg === '-h') values.help = true
@@ -74,6 +78,10 @@ function parseArgv(argv: string[]): ParsedArgs {
       if (!limit.value || !/^\d+$/.test(limit.value) || Number(limit.value) < 1 || Number(limit.value) > MAX_LIMIT) throw new UsageError(`--limit needs a number from 1 to ${MAX_LIMIT}`)
       values.limit = Number(limit.value)
       index = limit.next
+    } else if (filter) {
+      if (!filter.value) throw new UsageError(`${filter.name} needs a value`)
+      values[filter.key] = filter.value
+      index = filter.next
     } else if (arg.startsWith('--')) throw new UsageError(`unknown option ${arg}`)
     else positionals.push(arg)
   }
@@ -130,8 +138,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     fail(io, json, 'usage', `unknown command ${group}`, help)
     return 2
   }
-  if ((values.search !== undefined || values.limit !== undefined) && group !== 'users') {
-    fail(io, json, 'usage', '--search and --limit go with users list', helps[group])
+  if ((values.search !== undefined && group !== 'users') || (values.limit !== undefined && group !== 'users' && group !== 'audit')) {
+    fail(io, json, 'usage', '--search goes with users list, --limit with users list and audit', helps[group])
+    return 2
+  }
+  if ((values.event ?? values.since ?? values.until) !== undefined && group !== 'audit') {
+    fail(io, json, 'usage', '--event, --since and --until go with audit', helps[group])
     return 2
   }
   let ctx
@@ -148,6 +160,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       ctx.print({ applied: results.map((result) => result.migrationName) }, `${describeDatabase(ctx.config.dbFile)} is at the newest schema`)
     } else if (group === 'keys') await keysCommand(ctx, rest, values.force ?? false)
     else if (group === 'users') await usersCommand(ctx, rest, { ...(values.search !== undefined ? { search: values.search } : {}), ...(values.limit !== undefined ? { limit: values.limit } : {}) })
+    else if (group === 'audit') await auditCommand(ctx, rest, values)
     else await sessionsCommand(ctx, rest, values.user)
     return 0
   } catch (error) {

@@ -2,6 +2,7 @@ import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import { findLoginSession, listUserSessions, revokeFamily, revokeUserSessions } from '../db/sessions.js'
 import { findUserBySubOrOpenid } from '../db/users.js'
+import { emitSessionsRevoked } from '../events/record.js'
 import { CliError, UsageError, when, type CliContext } from './context.js'
 import { table } from './table.js'
 
@@ -42,7 +43,8 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
     if (!user) throw new CliError(`no user ${userOption}`, 'not_found')
     const sids = await ctx.db.transaction().execute(async (trx) => {
       const revoked = await revokeUserSessions(trx, user.id, now, 'operator')
-      await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: user.id, detail: `sessions=${revoked.length}` })
+      await emitSessionsRevoked(trx, now, user.id, revoked, 'admin', 'operator')
+      await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: user.id, detail: `sessions=${revoked.length}`, actor: 'operator' })
       return revoked
     })
     ctx.print({ sub: user.id, revoked_sessions: sids }, `revoked ${sids.length} login(s) of ${user.id}`)
@@ -52,7 +54,10 @@ export async function sessionsCommand(ctx: CliContext, args: string[], userOptio
   if (!session) throw new CliError(`no session ${id}`, 'not_found')
   const revoked = await ctx.db.transaction().execute(async (trx) => {
     const changed = await revokeFamily(trx, session.id, now, 'operator')
-    if (changed) await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: session.user_id, client_id: session.client_id, sid: session.id })
+    if (changed) {
+      await emitSessionsRevoked(trx, now, session.user_id, [session.id], 'admin', 'operator')
+      await recordEvent(trx, { at: now, event: 'sessions_revoked', sub: session.user_id, client_id: session.client_id, sid: session.id, actor: 'operator' })
+    }
     return changed
   })
   ctx.print({ sid: session.id, revoked }, revoked ? `revoked ${session.id}` : `${session.id} had already ended`)

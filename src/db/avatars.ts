@@ -15,3 +15,12 @@ export function findAvatar(db: Q, id: string): Promise<Avatar | undefined> {
 export async function deleteOtherAvatars(db: Q, userId: string, keep: string): Promise<void> {
   await db.deleteFrom('avatars').where('user_id', '=', userId).where('id', '!=', keep).execute()
 }
+
+/** Gives every avatar of `from` to `to` (a merge that keeps the merged-away user's picture). */
+export async function moveAvatars(db: Q, from: string, to: string): Promise<void> {
+  await db.updateTable('avatars').set({ user_id: to }).where('user_id', '=', from).execute()
+}
+
+export async function deleteAvatarsOf(db: Q, userId: string): Promise<void> {
+  await db.deleteFrom('avatars').where('user_id', '=', userId).execute()
+}

@@ -8,6 +8,7 @@ import * as avatars from './migrations/0003-avatars.js'
 import * as signingKeys from './migrations/0004-signing-keys.js'
 import * as auditIp from './migrations/0005-audit-ip.js'
 import * as loginGenerations from './migrations/0006-login-generations.js'
+import * as accountLifecycle from './migrations/0007-account-lifecycle.js'
 import type { Database } from './schema.js'
 
 export type Db = Kysely<Database>
@@ -21,9 +22,13 @@ const migrations: Record<string, Migration> = {
   '0004-signing-keys': signingKeys,
   '0005-audit-ip': auditIp,
   '0006-login-generations': loginGenerations,
+  '0007-account-lifecycle': accountLifecycle,
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations }
+
+/** The names of the migrations, in order. */
+export const migrationNames: readonly string[] = Object.keys(migrations)
 
 export interface OpenOptions {
   /** Create a SQLite file (and its folder) that does not exist yet. Default true. */

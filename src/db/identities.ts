@@ -54,3 +54,13 @@ export async function updateSessionKeySealed(db: Q, id: number, previous: string
   const result = await db.updateTable('wechat_identities').set({ session_key_enc: sealed }).where('id', '=', id).where('session_key_enc', '=', previous).executeTakeFirst()
   return result.numUpdatedRows === 1n
 }
+
+/** Gives every identity of `from` to `to` (a merge). */
+export async function moveIdentities(db: Q, from: string, to: string): Promise<void> {
+  await db.updateTable('wechat_identities').set({ user_id: to }).where('user_id', '=', from).execute()
+}
+
+/** Gives one identity to another user (an unlink). */
+export async function moveIdentity(db: Q, id: number, to: string): Promise<void> {
+  await db.updateTable('wechat_identities').set({ user_id: to }).where('id', '=', id).execute()
+}

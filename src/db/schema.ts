@@ -75,6 +75,48 @@ export interface AuditEventTable {
   detail: string | null
   /** Keyed hash of the client IP (see SecretBox.fingerprint); null for operator actions. */
   ip_hash: string | null
+  /** Who acted: `user` (a request on the user's behalf), `system` (minigate itself), `operator` (the CLI). */
+  actor: string | null
+}
+
+/**
+ * A `sub` that ended: deleted (`reason` `deleted`) or merged into another user (`merged`, with
+ * `merged_into`). Kept for good: a tombstoned id is never given to a new user.
+ */
+export interface UserTombstoneTable {
+  id: string
+  ended_at: number
+  reason: 'deleted' | 'merged'
+  merged_into: string | null
+}
+
+/**
+ * The stream of security events services poll (RFC 8936), written in the transaction of the change it
+ * reports. `type` is the short name of a RISC/CAEP event type (see src/events/types.ts).
+ */
+export interface SecurityEventTable {
+  id: Generated<number>
+  /** The `jti` of the SET that carries the event: the same on every delivery. */
+  jti: string
+  at: number
+  type: string
+  /** The subject: the `sub` the event is about. */
+  sub: string
+  sid: string | null
+  /** JSON: what the event type adds (the new `sub` of a merge, who initiated a revocation). */
+  detail: string | null
+}
+
+/** One service's delivery state of one event; a service that never polled has no rows. */
+export interface EventDeliveryTable {
+  service_id: string
+  event_id: number
+  attempts: Generated<number>
+  /** Until then the event, delivered and not acknowledged, is not delivered again. */
+  next_attempt_at: number
+  acked_at: number | null
+  /** The service's `setErrs` entry for the event (RFC 8936 §2.4), as JSON. */
+  error: string | null
 }
 
 /** An uploaded avatar image (PNG, JPEG or WebP). */
@@ -103,6 +145,18 @@ export interface SigningKeyTable {
   removed_at: number | null
 }
 
+/**
+ * Where a service's scan of the event stream starts (`floor`: every event up to it is acknowledged by
+ * the service), and the next floor once it is safe (see `settleCursor`).
+ */
+export interface EventCursorTable {
+  service_id: string
+  floor: number
+  candidate: number | null
+  /** PostgreSQL: `pg_snapshot_xmax` when `candidate` was read. */
+  candidate_xmax: string | null
+}
+
 export interface Database {
   users: UserTable
   wechat_identities: WeChatIdentityTable
@@ -112,6 +166,10 @@ export interface Database {
   audit_events: AuditEventTable
   avatars: AvatarTable
   signing_keys: SigningKeyTable
+  user_tombstones: UserTombstoneTable
+  security_events: SecurityEventTable
+  event_deliveries: EventDeliveryTable
+  event_cursors: EventCursorTable
 }
 
 export type User = Selectable<UserTable>
@@ -122,3 +180,5 @@ export type NewLoginSession = Insertable<LoginSessionTable>
 export type NewAuditEvent = Insertable<AuditEventTable>
 export type Avatar = Selectable<AvatarTable>
 export type SigningKeyRow = Selectable<SigningKeyTable>
+export type SecurityEvent = Selectable<SecurityEventTable>
+export type AuditEvent = Selectable<AuditEventTable>

@@ -87,3 +87,21 @@ export async function revokeUserSessions(db: Q, userId: string, now: number, rea
     .execute()
   return rows.map(({ id }) => id)
 }
+
+/** Gives the (ended) logins of `from` to `to`, so the merged user's record keeps them. */
+export async function moveSessions(db: Q, from: string, to: string): Promise<void> {
+  await db.updateTable('login_sessions').set({ user_id: to }).where('user_id', '=', from).execute()
+}
+
+/** Revokes every live login of a user in one app; returns their ids. */
+export async function revokeUserSessionsOfClient(db: Q, userId: string, clientId: string, now: number, reason: string): Promise<string[]> {
+  const rows = await db
+    .updateTable('login_sessions')
+    .set({ revoked_at: now, revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('client_id', '=', clientId)
+    .where('revoked_at', 'is', null)
+    .returning('id')
+    .execute()
+  return rows.map(({ id }) => id)
+}

@@ -17,6 +17,45 @@ export function lockUser(trx: Trx, id: string): Promise<User | undefined> {
   return forUpdate(trx, trx.selectFrom('users').selectAll().where('id', '=', id)).executeTakeFirst()
 }
 
+/**
+ * Reads and holds several users' rows, always in the order of their ids, so two transactions locking
+ * the same pair (two merges, a merge and a deletion) queue instead of deadlocking. A user deleted
+ * meanwhile is missing from the answer.
+ */
+export async function lockUsers(trx: Trx, ids: string[]): Promise<User[]> {
+  const locked: User[] = []
+  for (const id of [...new Set(ids)].sort()) {
+    const user = await lockUser(trx, id)
+    if (user) locked.push(user)
+  }
+  return locked
+}
+
+/** A fresh user id that no user has and no ended user had: a `sub` is never reused. */
+export async function unusedUserId(db: Q, generate: () => string): Promise<string> {
+  for (;;) {
+    const id = generate()
+    const taken = await db.selectFrom('user_tombstones').select('id').where('id', '=', id).unionAll(db.selectFrom('users').select('id').where('id', '=', id)).executeTakeFirst()
+    if (!taken) return id
+  }
+}
+
+/** Sets the fields of a user that a merge decided. */
+export async function updateUser(db: Q, id: string, fields: Partial<Omit<User, 'id' | 'created_at'>>): Promise<void> {
+  await db.updateTable('users').set(fields).where('id', '=', id).execute()
+}
+
+/** Removes a user's phone number; returns whether there was one. */
+export async function clearUserPhone(db: Q, id: string, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable('users')
+    .set({ phone_number: null, phone_country_code: null, phone_verified_at: null, updated_at: now })
+    .where('id', '=', id)
+    .where('phone_number', 'is not', null)
+    .executeTakeFirst()
+  return result.numUpdatedRows === 1n
+}
+
 export function findUserByUnionid(db: Q, unionid: string): Promise<User | undefined> {
   return db.selectFrom('users').selectAll().where('unionid', '=', unionid).executeTakeFirst()
 }

@@ -4,6 +4,7 @@ import type { Trx } from '../db/connection.js'
 import type { LoginSession, User } from '../db/schema.js'
 import { findLoginSession, revokeFamily, rotateGeneration, useGrace } from '../db/sessions.js'
 import { findUserById } from '../db/users.js'
+import { emitSessionsRevoked } from '../events/record.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidGrant, InvalidScope } from '../errors.js'
 import { required, type Params } from '../http/body.js'
@@ -13,6 +14,7 @@ import { issueTokens, type TokenResponse } from '../tokens/issue.js'
 import { TokenRejected, verifyRefreshToken } from '../tokens/verify.js'
 import { resolveClient } from './client.js'
 import type { GrantRequest } from './grant.js'
+import { parseResource } from './resource.js'
 import { parseScope } from './scope.js'
 
 /** What the presented token's login says: a generation to sign tokens of, or why not. */
@@ -84,7 +86,7 @@ async function decide(trx: Trx, deps: AppDeps, claims: RefreshTokenClaims, reque
     // A generation after the current one cannot have been issued (the database was restored from an
     // older backup): refuse it without ending the login.
     if (claims.gen > session.generation) return { refused: 'the refresh token is unknown' }
-    await revokeFamily(trx, session.id, now, 'refresh_token_reuse')
+    if (await revokeFamily(trx, session.id, now, 'refresh_token_reuse')) await emitSessionsRevoked(trx, now, user.id, [session.id], 'policy', 'refresh_token_reuse')
     await recordEvent(trx, { at: now, event: 'refresh_token_reuse', sub: user.id, client_id: session.client_id, sid: session.id, detail: `gen=${claims.gen} current=${session.generation}`, ip_hash: request.ipHash })
     deps.metrics.refreshTokenReuses.inc()
     request.log.warn({ event: 'refresh_token_reuse', sub: user.id, sid: session.id, gen: claims.gen, client_id: session.client_id }, 'spent refresh token presented again: login revoked')
@@ -102,6 +104,7 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps, request: 
   const app = resolveClient(deps.config.apps, params.client_id)
   const claims = await verified(deps, required(params, 'refresh_token'))
   if (claims.client_id !== app.appid) throw new InvalidGrant('the refresh token was issued to another client')
+  const resource = parseResource(deps.config, params.resource)
   // Budgets are checked before and charged only after a successful refresh: replays of dead tokens
   // (anyone may hold an old one) never cost the live login, or the app, its refreshes.
   enforce(deps.limits?.user, claims.sub, 'for this user', { peek: true })
@@ -112,5 +115,5 @@ export async function refreshTokenGrant(params: Params, deps: AppDeps, request: 
   spend(deps.limits?.user, claims.sub)
   spend(deps.limits?.client, app.appid)
   deps.metrics.refreshes.inc({ kind: outcome.kind })
-  return issueTokens(deps, outcome.session, outcome.user, outcome.generation, outcome.scope)
+  return issueTokens(deps, outcome.session, outcome.user, outcome.generation, outcome.scope, resource)
 }

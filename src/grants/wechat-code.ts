@@ -2,12 +2,13 @@ import { createHash } from 'node:crypto'
 import { epochSeconds } from '../clock.js'
 import type { Trx } from '../db/connection.js'
 import { findIdentity, insertIdentity, updateSessionKey } from '../db/identities.js'
-import type { User, WeChatIdentity } from '../db/schema.js'
+import type { User } from '../db/schema.js'
 import { recordEvent } from '../db/audit.js'
 import { insertLoginSession } from '../db/sessions.js'
-import { deleteUser, insertOrFindUserByUnionid, insertUser, linkUnionid, lockUser } from '../db/users.js'
+import { deleteUser, findUserByUnionid, insertOrFindUserByUnionid, insertUser, linkUnionid, lockUser, unusedUserId } from '../db/users.js'
+import { MergeRefused, mergeUsers, type Merged } from '../accounts/merge.js'
 import type { AppDeps } from '../deps.js'
-import { InvalidGrant } from '../errors.js'
+import { InvalidGrant, TemporarilyUnavailable } from '../errors.js'
 import type { Params } from '../http/body.js'
 import type { GrantRequest } from './grant.js'
 import { issueTokens, type TokenResponse } from '../tokens/issue.js'
@@ -16,6 +17,7 @@ import type { WeChatSession } from '../wechat/client.js'
 import { validateWeChatCode } from '../wechat/codes.js'
 import { loginErrorFor, WeChatError } from '../wechat/errors.js'
 import { resolveClient } from './client.js'
+import { parseResource } from './resource.js'
 import { parseScope } from './scope.js'
 
 /** The extension grant (RFC 6749 §4.5) that trades a `wx.login()` code for tokens. */
@@ -47,32 +49,79 @@ function openidHash(openid: string): string {
   return createHash('sha256').update(openid).digest('base64url').slice(0, 12)
 }
 
+/** Times a login looks again for its user after a concurrent merge or deletion changed it. */
+const MAX_ATTEMPTS = 4
+
 /**
  * Finds the user of a WeChat identity (by appid + openid, else by unionid across apps) or creates one,
  * and stores the newest session_key, encrypted. The user's row is held until the transaction ends. Two
  * first logins of one person at once, on one instance or two, make one user: the insert that loses the
  * race on (appid, openid) or on unionid yields to the one that won.
+ *
+ * When the unionid WeChat sent proves that the identity's user and the user holding that unionid are
+ * one person (a first login without a unionid, then one with it), the two are merged first (see
+ * `mergeUsers`); a merge or deletion that a concurrent request made meanwhile sends it round again.
  */
-async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session: WeChatSession, now: number): Promise<{ user: User; created: boolean }> {
+async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session: WeChatSession, now: number, request: GrantRequest): Promise<{ user: User; created: boolean; merged?: Merged }> {
   const sealed = deps.secretBox.seal(session.sessionKey, `${appid}:${session.openid}`)
-  let created = false
-  if (!(await findIdentity(trx, appid, session.openid))) {
-    const fresh = { id: randomId(), created_at: now, updated_at: now }
-    const candidate = session.unionid
-      ? await insertOrFindUserByUnionid(trx, { ...fresh, unionid: session.unionid })
-      : { user: await insertUser(trx, { ...fresh, unionid: null }), created: true }
-    created = await insertIdentity(trx, { userId: candidate.user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
-    // The identity existed after all (a concurrent login won): the user made for it is nobody's.
-    if (!created && candidate.created) await deleteUser(trx, candidate.user.id)
-    created &&= candidate.created
+  let merged: Merged | undefined
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+    let created = false
+    if (!(await findIdentity(trx, appid, session.openid))) {
+      const fresh = { id: await unusedUserId(trx, randomId), created_at: now, updated_at: now }
+      const candidate = session.unionid
+        ? await insertOrFindUserByUnionid(trx, { ...fresh, unionid: session.unionid })
+        : { user: await insertUser(trx, { ...fresh, unionid: null }), created: true }
+      // Joining an existing user: hold it first, so a merge or deletion of it cannot pull it away
+      // before the identity points at it.
+      if (!candidate.created && !(await lockUser(trx, candidate.user.id))) continue
+      created = await insertIdentity(trx, { userId: candidate.user.id, appid, openid: session.openid, sessionKeyEnc: sealed, now })
+      // The identity existed after all (a concurrent login won): the user made for it is nobody's.
+      if (!created && candidate.created) await deleteUser(trx, candidate.user.id)
+      created &&= candidate.created
+    }
+    let identity = await findIdentity(trx, appid, session.openid)
+    // Deleted with its user meanwhile: look again (a new user is made).
+    if (!identity) continue
+    if (session.unionid) {
+      const holder = await findUserByUnionid(trx, session.unionid)
+      if (holder && holder.id !== identity.user_id) {
+        let outcome: Merged | 'refused' | undefined
+        try {
+          const pair: [string, string] = [identity.user_id, holder.id]
+          const stillWarranted = async (locked: User[]) =>
+            locked.some((user) => user.unionid === session.unionid) && pair.includes((await findIdentity(trx, appid, session.openid))?.user_id ?? '')
+          outcome = await mergeUsers(trx, { ids: pair, now, actor: 'system', cause: 'unionid', ipHash: request.ipHash, stillWarranted })
+        } catch (error) {
+          // Refused before anything was written: the identity's user already carries another unionid.
+          if (!(error instanceof MergeRefused)) throw error
+          deps.log.warn({ event: 'merge_refused', sub: identity.user_id, other: holder.id, client_id: appid, reason: error.message }, 'a login suggested a merge that WeChat data contradicts')
+          outcome = 'refused'
+        }
+        if (outcome === undefined) continue
+        if (outcome !== 'refused') {
+          merged = outcome
+          deps.log.info({ event: 'users_merged', sub: outcome.survivor.id, merged: outcome.mergedAway, client_id: appid, revoked_sessions: outcome.revokedSessions.length }, 'a login proved two users one person: merged')
+          identity = await findIdentity(trx, appid, session.openid)
+          if (!identity) continue
+        }
+      }
+    }
+    // The user's row is locked before the identity's is written: every transaction that changes both
+    // (a merge, a deletion) takes them in that order, so none waits for the other in a cycle.
+    const user = await lockUser(trx, identity.user_id)
+    // Merged away or deleted after we read the identity: read it again.
+    if (!user) continue
+    if (!created) await updateSessionKey(trx, identity.id, sealed, now)
+    if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
+      return { user: { ...user, unionid: session.unionid, updated_at: now }, created, ...(merged ? { merged } : {}) }
+    }
+    if (session.unionid && user.unionid !== null && user.unionid !== session.unionid) {
+      deps.log.warn({ event: 'unionid_mismatch', sub: user.id, client_id: appid }, 'WeChat sent another unionid for a known identity; the stored one is kept')
+    }
+    return { user, created, ...(merged ? { merged } : {}) }
   }
-  const identity = (await findIdentity(trx, appid, session.openid)) as WeChatIdentity
-  if (!created) await updateSessionKey(trx, identity.id, sealed, now)
-  const user = (await lockUser(trx, identity.user_id)) as User
-  if (session.unionid && user.unionid === null && (await linkUnionid(trx, user.id, session.unionid, now))) {
-    return { user: { ...user, unionid: session.unionid, updated_at: now }, created }
-  }
-  return { user, created }
+  throw new TemporarilyUnavailable('the account is being changed concurrently; try again', 1)
 }
 
 /**
@@ -84,12 +133,13 @@ async function findOrCreateUser(trx: Trx, deps: AppDeps, appid: string, session:
 export async function wechatCodeGrant(params: Params, deps: AppDeps, request: GrantRequest): Promise<TokenResponse> {
   const app = resolveClient(deps.config.apps, params.client_id)
   const scope = parseScope(params.scope)
+  const resource = parseResource(deps.config, params.resource)
   const code = validateWeChatCode(params.code)
   const session = await code2Session(deps, app.appid, code, request)
 
   const result = await deps.transaction(async (trx) => {
     const now = epochSeconds(deps.clock)
-    const { user, created } = await findOrCreateUser(trx, deps, app.appid, session, now)
+    const { user, created } = await findOrCreateUser(trx, deps, app.appid, session, now, request)
     if (user.disabled_at !== null) {
       // Refused, and audited; only the newest session_key was stored.
       await recordEvent(trx, { at: now, event: 'login_refused_user_disabled', sub: user.id, client_id: app.appid, ip_hash: request.ipHash })
@@ -116,5 +166,5 @@ export async function wechatCodeGrant(params: Params, deps: AppDeps, request: Gr
     { event: 'login', sub: result.user.id, sid: result.login.id, client_id: app.appid, openid_hash: openidHash(session.openid), new_user: result.created },
     'login',
   )
-  return issueTokens(deps, result.login, result.user, result.login.generation)
+  return issueTokens(deps, result.login, result.user, result.login.generation, result.login.scope, resource)
 }

@@ -3,7 +3,7 @@ import type { AppDeps } from '../deps.js'
 import { BearerRequired, InsufficientScope, InvalidRequest, InvalidToken } from '../errors.js'
 import { activeAccessToken, type ActiveAccessToken } from '../tokens/active.js'
 import { hasScope, type AccessTokenClaims } from '../tokens/claims.js'
-import { TokenRejected } from '../tokens/verify.js'
+import { hasAudience, TokenRejected } from '../tokens/verify.js'
 
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
@@ -25,9 +25,10 @@ function readBearer(ctx: Context): string {
 }
 
 /**
- * Authenticates a request by its Bearer access token: verified as a service would (RS256, `typ`,
- * `iss`, `aud`, `exp`), and not revoked, its login live and its user enabled. Puts the claims, the
- * login session and the user in `ctx.state`.
+ * Authenticates a request to minigate's own endpoints by its Bearer access token: verified as a
+ * service would (RS256, `typ`, `iss`, `exp`), its `aud` including the account audience (a token asked
+ * for one resource is that service's alone), and not revoked, its login live and its user enabled.
+ * Puts the claims, the login session and the user in `ctx.state`.
  */
 export function requireAccessToken(deps: AppDeps) {
   return async function authenticateBearer(ctx: Context, next: Next) {
@@ -35,6 +36,7 @@ export function requireAccessToken(deps: AppDeps) {
     let active: ActiveAccessToken
     try {
       active = await activeAccessToken(deps, token)
+      if (!hasAudience(active.claims.aud, deps.config.accountAudience)) throw new TokenRejected("the token's audience is not minigate's account endpoints")
     } catch (error) {
       if (error instanceof TokenRejected) throw new InvalidToken(error.reason)
       throw error

@@ -115,3 +115,27 @@ export function required(params: Params, name: string): string {
   if (value === undefined || value === '') throw new InvalidRequest(`the ${name} parameter is required`)
   return value
 }
+
+/**
+ * Parses a JSON object body of any shape (arrays and objects inside, as RFC 8936 poll requests have)
+ * into `ctx.state.json`; the route checks its members. No body, another content type, a malformed
+ * body or one that is not an object are refused like `parseParams` refuses them.
+ */
+export function parseJsonObject(): Middleware {
+  return async function parseJsonObjectMiddleware(ctx: Context, next: Next) {
+    if (bodyless(ctx)) throw new InvalidRequest(`the request body is required: send a JSON object`)
+    if (!ctx.request.is(JSON_TYPE)) throw new UnsupportedMediaType(`the body must be ${JSON_TYPE}`)
+    try {
+      await parser(ctx, async () => {})
+    } catch (error) {
+      const status = (error as { status?: unknown }).status
+      if (status === 413) throw new PayloadTooLarge('the request body is too large')
+      if (status === 415) throw new UnsupportedMediaType('the request body has an unsupported encoding or charset')
+      throw new InvalidRequest('the request body is malformed')
+    }
+    const body: unknown = ctx.request.body
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('the body must be a JSON object')
+    ctx.state.json = body
+    await next()
+  }
+}

@@ -16,6 +16,8 @@ export interface KeyAdmin {
   timing: KeyTiming
   /** Makes new keys (RSA-2048 by default). */
   generateKey?: KeyGenerator
+  /** Who the audit log says acted: `operator` for the CLI, else `system`. */
+  actor?: 'operator' | 'system'
 }
 
 /** An operation the rules refuse (the message says why and when it becomes possible). */
@@ -98,7 +100,7 @@ export async function addKey(admin: KeyAdmin): Promise<KeyInfo> {
   const row = await newKeyRow(admin, now)
   await changeSchedule(admin, async (trx) => {
     await insertSigningKey(trx, row)
-    await recordEvent(trx, { at: now, event: 'key_added', detail: `kid=${row.kid}` })
+    await recordEvent(trx, { at: now, event: 'key_added', detail: `kid=${row.kid}`, actor: admin.actor ?? 'system' })
   })
   return info(row, now, admin.timing)
 }
@@ -124,7 +126,7 @@ export async function activateKey(admin: KeyAdmin, kid: string, options: { force
       if (other.kid !== kid && keyState(other, now, admin.timing) === 'active') await scheduleSigningKey(trx, other.kid, { retires_at: now })
     }
     await scheduleSigningKey(trx, kid, { activates_at: now })
-    await recordEvent(trx, { at: now, event: 'key_activated', detail: `kid=${kid}${options.force ? ' forced' : ''}` })
+    await recordEvent(trx, { at: now, event: 'key_activated', detail: `kid=${kid}${options.force ? ' forced' : ''}`, actor: admin.actor ?? 'system' })
     return { ...row, activates_at: now }
   })
   return info(row, now, admin.timing)
@@ -154,7 +156,7 @@ export async function retireKey(admin: KeyAdmin, kid: string, options: { force?:
         if (other.kid !== kid && other.retires_at === row.activates_at) await scheduleSigningKey(trx, other.kid, { retires_at: null })
       }
     }
-    await recordEvent(trx, { at: now, event: 'key_retired', detail: `kid=${kid}${options.force ? ' forced' : ''}` })
+    await recordEvent(trx, { at: now, event: 'key_retired', detail: `kid=${kid}${options.force ? ' forced' : ''}`, actor: admin.actor ?? 'system' })
     return { ...row, removed_at: now }
   })
   return info(row, now, admin.timing)
@@ -177,7 +179,7 @@ export async function rotateKeys(admin: KeyAdmin): Promise<{ added: KeyInfo; act
     const retiring = rows.filter((other) => keyState(other, now, admin.timing) === 'active').map((other) => other.kid)
     for (const kid of retiring) await scheduleSigningKey(trx, kid, { retires_at: activatesAt })
     await insertSigningKey(trx, { ...row, activates_at: activatesAt })
-    await recordEvent(trx, { at: now, event: 'key_rotation_scheduled', detail: `kid=${row.kid} activates_at=${activatesAt}` })
+    await recordEvent(trx, { at: now, event: 'key_rotation_scheduled', detail: `kid=${row.kid} activates_at=${activatesAt}`, actor: admin.actor ?? 'system' })
     return retiring
   })
   return { added: info({ ...row, activates_at: activatesAt }, now, admin.timing), activatesAt, retiring }

@@ -28,6 +28,14 @@ export function mountDiscovery(router: Router, deps: AppDeps): void {
     health_endpoint: endpoint(issuer, '/healthz'),
     readiness_endpoint: endpoint(issuer, '/readyz'),
     openapi_endpoint: endpoint(issuer, '/openapi.json'),
+    account_export_endpoint: endpoint(issuer, '/account/export'),
+    account_delete_endpoint: endpoint(issuer, '/account/delete'),
+    // RFC 8936 names no metadata field; the Shared Signals Framework's configuration is a document of its own.
+    events_endpoint: endpoint(issuer, '/events'),
+    events_endpoint_auth_methods_supported: ['client_secret_basic'],
+    // The audience of minigate's own account endpoints, and the RFC 8707 resources a token may be asked for.
+    account_audience: deps.config.accountAudience,
+    resources_supported: deps.config.resources,
     grant_types_supported: Object.keys(grants),
     // Mini-programs are public clients: they authenticate with nothing but their client_id.
     token_endpoint_auth_methods_supported: ['none'],

@@ -3,6 +3,7 @@ import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import { revokeAccessToken } from '../db/revoked-access-tokens.js'
 import { revokeFamily } from '../db/sessions.js'
+import { emitSessionsRevoked } from '../events/record.js'
 import type { AppDeps } from '../deps.js'
 import { requireAccessToken } from '../http/bearer.js'
 import { noStore } from '../http/no-store.js'
@@ -15,7 +16,7 @@ export function mountLogout(router: Router, deps: AppDeps): void {
     const claims: AccessTokenClaims = ctx.state.claims
     await deps.transaction(async (trx) => {
       const now = epochSeconds(deps.clock)
-      await revokeFamily(trx, claims.sid, now, 'logout')
+      if (await revokeFamily(trx, claims.sid, now, 'logout')) await emitSessionsRevoked(trx, now, claims.sub, [claims.sid], 'user', 'logout')
       await revokeAccessToken(trx, claims.jti, claims.exp, now)
       await recordEvent(trx, { at: now, event: 'logout', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
     })

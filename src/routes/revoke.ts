@@ -3,6 +3,7 @@ import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
 import { revokeAccessToken } from '../db/revoked-access-tokens.js'
 import { revokeFamily } from '../db/sessions.js'
+import { emitSessionsRevoked } from '../events/record.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidRequest } from '../errors.js'
 import { resolveClient } from '../grants/client.js'
@@ -45,6 +46,7 @@ export function mountRevoke(router: Router, deps: AppDeps): void {
       const changed = await deps.transaction(async (trx) => {
         const now = epochSeconds(deps.clock)
         const revoked = found.kind === 'refresh_token' ? await revokeFamily(trx, claims.sid, now, 'revoked') : await revokeAccessToken(trx, claims.jti, claims.exp, now)
+        if (revoked && found.kind === 'refresh_token') await emitSessionsRevoked(trx, now, claims.sub, [claims.sid], 'user', 'revoked')
         if (revoked) {
           await recordEvent(trx, { at: now, event: 'revocation', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, detail: `${found.kind} jti=${claims.jti}`, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
         }

@@ -1,7 +1,7 @@
 import type Router from '@koa/router'
 import { epochSeconds } from '../clock.js'
 import { recordEvent } from '../db/audit.js'
-import { setUserPhone } from '../db/users.js'
+import { clearUserPhone, setUserPhone } from '../db/users.js'
 import type { AppDeps } from '../deps.js'
 import { InvalidRequest, UpstreamError } from '../errors.js'
 import { parseParams, type Params } from '../http/body.js'
@@ -40,7 +40,7 @@ async function phoneNumberOf(deps: AppDeps, appid: string, code: string, log: Lo
 
 /**
  * `POST /wechat/phone` (Bearer + `{code}` from `<button open-type="getPhoneNumber">`): binds the verified
- * phone number to the user and returns it. Limited per user.
+ * phone number to the user and returns it. Limited per user. `DELETE /wechat/phone` (Bearer) removes it.
  */
 export function mountWeChatPhone(router: Router, deps: AppDeps): void {
   router.post('/wechat/phone', noStore, requireAccessToken(deps), limitByUser(deps.limits?.wechat, '/wechat/phone'), parseParams(), async function bindPhoneNumber(ctx) {
@@ -66,5 +66,16 @@ export function mountWeChatPhone(router: Router, deps: AppDeps): void {
       country_code: phone.countryCode,
       pure_phone_number: phone.purePhoneNumber,
     }
+  })
+
+  router.delete('/wechat/phone', noStore, requireAccessToken(deps), async function removePhoneNumber(ctx) {
+    const claims: AccessTokenClaims = ctx.state.claims
+    await deps.transaction(async (trx) => {
+      const now = epochSeconds(deps.clock)
+      if (await clearUserPhone(trx, claims.sub, now)) {
+        await recordEvent(trx, { at: now, event: 'phone_removed', sub: claims.sub, client_id: claims.client_id, sid: claims.sid, ip_hash: deps.secretBox.fingerprint(ctx.ip) })
+      }
+    })
+    ctx.status = 204
   })
 }

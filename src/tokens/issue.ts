@@ -14,15 +14,16 @@ export interface TokenResponse {
 }
 
 /**
- * Signs the tokens of a login: an access token for `scope` (which may narrow the login's, RFC 6749 §6),
+ * Signs the tokens of a login: an access token for `scope` (which may narrow the login's, RFC 6749 §6)
+ * and for `resource` when one was asked for (RFC 8707),
  * a refresh token of `generation`, and an ID token with `openid`. Called after the transaction that
  * made the generation current has committed: no signing holds a transaction open, and the signatures
  * run side by side on the thread pool.
  */
-export async function issueTokens(deps: MintDeps, session: LoginSession, user: User, generation: number, scope = session.scope): Promise<TokenResponse> {
+export async function issueTokens(deps: MintDeps, session: LoginSession, user: User, generation: number, scope = session.scope, resource?: string): Promise<TokenResponse> {
   const ids = { sub: user.id, clientId: session.client_id, sid: session.id }
   const [access, refresh, id] = await Promise.all([
-    mintAccessToken(deps, { ...ids, scope, loginEndsAt: session.expires_at }),
+    mintAccessToken(deps, { ...ids, scope, loginEndsAt: session.expires_at, ...(resource !== undefined ? { resource } : {}) }),
     mintRefreshToken(deps, { ...ids, generation, loginEndsAt: session.expires_at }),
     hasScope(scope, 'openid')
       ? mintIdToken(deps, { sub: user.id, clientId: session.client_id, claims: { ...userClaims(user, scope), sid: session.id, auth_time: session.created_at } })

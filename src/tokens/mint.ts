@@ -7,7 +7,7 @@ import { TokenType } from './claims.js'
 import { signJwt } from './jws.js'
 
 export interface MintDeps {
-  config: Pick<Config, 'issuer' | 'audience' | 'accessTtl' | 'refreshTtl' | 'idTokenTtl'>
+  config: Pick<Config, 'issuer' | 'audience' | 'accessTtl' | 'refreshTtl' | 'idTokenTtl'> & Partial<Pick<Config, 'accountAudience'>>
   keys: KeyStore
   clock: Clock
 }
@@ -34,14 +34,24 @@ async function sign(deps: MintDeps, typ: string, claims: JWTPayload, ttl: number
 }
 
 /**
- * Mints an RFC 9068 access token for business services (`aud` = the configured audience).
+ * The `aud` of an access token: the one resource it was asked for (RFC 8707), else the configured
+ * audience and minigate's account endpoints together.
+ */
+export function accessAudience(config: MintDeps['config'], resource?: string): string | string[] {
+  if (resource !== undefined) return resource
+  return config.accountAudience ? [config.audience, config.accountAudience] : config.audience
+}
+
+/**
+ * Mints an RFC 9068 access token for business services (`aud` = the configured audience and the
+ * account audience, or the one `resource` asked for).
  *
  * @example const { token } = await mintAccessToken(deps, { sub, clientId: appid, scope: 'profile', sid, loginEndsAt })
  */
-export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: string; scope: string; sid: string; loginEndsAt: number }): Promise<Minted> {
+export function mintAccessToken(deps: MintDeps, input: { sub: string; clientId: string; scope: string; sid: string; loginEndsAt: number; resource?: string }): Promise<Minted> {
   // Services verify offline: an access token must not outlive its login.
   const ttl = Math.min(deps.config.accessTtl, input.loginEndsAt - epochSeconds(deps.clock))
-  return sign(deps, TokenType.access, { sub: input.sub, aud: deps.config.audience, client_id: input.clientId, scope: input.scope, sid: input.sid }, ttl)
+  return sign(deps, TokenType.access, { sub: input.sub, aud: accessAudience(deps.config, input.resource), client_id: input.clientId, scope: input.scope, sid: input.sid }, ttl)
 }
 
 /**

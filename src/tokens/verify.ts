@@ -5,7 +5,7 @@ import type { KeyStore } from '../keys/signing-keys.js'
 import { MAX_TOKEN_LENGTH, TokenType, type AccessTokenClaims, type RefreshTokenClaims } from './claims.js'
 
 export interface VerifyDeps {
-  config: Pick<Config, 'issuer' | 'audience'>
+  config: Pick<Config, 'issuer' | 'audience'> & Partial<Pick<Config, 'accountAudience' | 'resources'>>
   keys: KeyStore
   clock: Clock
 }
@@ -33,7 +33,7 @@ function stringClaims(payload: JWTPayload, names: string[]): void {
 }
 
 /** RFC 8725: RS256 only, the `typ` of the expected kind, `iss`, `aud` and `exp` checked; `kid` is a lookup key only. */
-async function verify(deps: VerifyDeps, token: string, typ: string, audience: string): Promise<JWTPayload> {
+async function verify(deps: VerifyDeps, token: string, typ: string, audience: string | string[]): Promise<JWTPayload> {
   if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new TokenRejected('the token is malformed or not signed by minigate')
   try {
     const { payload } = await jwtVerify(
@@ -58,13 +58,24 @@ async function verify(deps: VerifyDeps, token: string, typ: string, audience: st
   }
 }
 
+/** Every audience minigate issues access tokens for: the default, its account endpoints', the resources'. */
+export function accessAudiences(config: VerifyDeps['config']): string[] {
+  return [config.audience, ...(config.accountAudience ? [config.accountAudience] : []), ...(config.resources ?? [])]
+}
+
+/** Whether a token's `aud` includes `audience`. */
+export function hasAudience(aud: string | string[], audience: string): boolean {
+  return Array.isArray(aud) ? aud.includes(audience) : aud === audience
+}
+
 /**
- * Verifies an access token the way a business service does, offline.
+ * Verifies an access token the way a business service does, offline. Any audience minigate issues
+ * access tokens for is accepted here; an endpoint that wants one in particular checks it after.
  *
  * @example const claims = await verifyAccessToken(deps, bearer)
  */
 export async function verifyAccessToken(deps: VerifyDeps, token: string): Promise<AccessTokenClaims> {
-  const payload = await verify(deps, token, TokenType.access, deps.config.audience)
+  const payload = await verify(deps, token, TokenType.access, accessAudiences(deps.config))
   stringClaims(payload, ['sub', 'jti', 'client_id', 'sid', 'scope'])
   return payload as unknown as AccessTokenClaims
 }

@@ -94,7 +94,7 @@ t.test('users list: an empty database, and wrong usage', async (t) => {
     [['users', 'list', '--search'], /--search needs a text/],
     [['users', 'list', 'extra'], /unexpected arguments: extra/],
     [['users', 'show', 'x', '--search', 'y'], /--search and --limit go with users list/],
-    [['keys', 'list', '--limit', '3'], /--search and --limit go with users list/],
+    [['keys', 'list', '--limit', '3'], /--limit with users list and audit/],
   ] as const) {
     const out = await cli(app, ...argv)
     t.equal(out.code, 2, `${argv.join(' ')}: exit 2`)

@@ -101,9 +101,9 @@ t.test('users: unknown user, missing id, unknown command', async (t) => {
     t.match(missing.stderr, `users ${command} needs a user id`)
     t.match(missing.stderr, usersHelp)
   }
-  const bogus = await cli(app, 'users', 'delete', 'x')
+  const bogus = await cli(app, 'users', 'erase', 'x')
   t.equal(bogus.code, 2)
-  t.match(bogus.stderr, 'unknown users command: delete')
+  t.match(bogus.stderr, 'unknown users command: erase')
   const none = await cli(app, 'users')
   t.equal(none.code, 2)
   t.match(none.stderr, 'users needs a command')

@@ -72,7 +72,7 @@ t.test('login on the development app', async (t) => {
     t.ok(kids.includes(accessHeader.kid as string), 'access kid is published in JWKS')
     const access = decodeJwt(body.access_token)
     t.equal(access.iss, app.url)
-    t.equal(access.aud, 'minigate-api')
+    t.same(access.aud, ['minigate-api', `${app.url}/account`], 'the services and minigate\'s account endpoints')
     t.type(access.sub, 'string')
     t.not(access.sub, 'oFullLogin', 'sub is not the openid')
     t.notMatch(JSON.stringify(access), /oFullLogin/, 'the openid is in no claim')

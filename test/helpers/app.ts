@@ -33,7 +33,9 @@ export interface TestApp {
   /** wx.login() against the simulator: a fresh code. */
   wxLogin(input?: { appid?: string; openid?: string; unionid?: string; session_key?: string }): Promise<string>
   /** wx.login() and then the wechat-code grant; returns the token response. */
-  login(input?: { appid?: string; openid?: string; unionid?: string; scope?: string; client_id?: string }): Promise<Record<string, any>>
+  login(input?: { appid?: string; openid?: string; unionid?: string; scope?: string; client_id?: string; resource?: string }): Promise<Record<string, any>>
+  /** Stops this minigate and starts a new one on the same database, keys and URL: a restart. */
+  restart(): Promise<void>
   close(): Promise<void>
 }
 
@@ -71,7 +73,8 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
   })
   const log = createLogger({ level: 'debug', destination })
   // Committed fixture keys instead of fresh RSA keys (130 ms each): key generation is tested on its own.
-  const deps = await buildDeps(config, { clock, log, generateKey: fixtureKeyGenerator() })
+  const generateKey = fixtureKeyGenerator()
+  const deps = await buildDeps(config, { clock, log, generateKey })
   server.on('request', createApp(deps).callback())
   // Every response a test receives from this app is held to the OpenAPI document (test/helpers/openapi.ts).
   checkResponsesOf(url)
@@ -95,10 +98,11 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
       return ((await response.json()) as { code: string }).code
     },
     async login(input = {}) {
-      const { scope, client_id, ...phone } = input
+      const { scope, client_id, resource, ...phone } = input
       const code = await app.wxLogin(phone)
       const params: Record<string, string> = { grant_type: WECHAT_CODE_GRANT, code }
       if (scope !== undefined) params.scope = scope
+      if (resource !== undefined) params.resource = resource
       if (client_id !== undefined) params.client_id = client_id
       else if (phone.appid !== undefined) params.client_id = phone.appid
       const response = await app.postForm('/token', params)
@@ -106,10 +110,18 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
       if (response.status !== 200) throw new Error(`login failed: ${response.status} ${JSON.stringify(body)}`)
       return body
     },
+    async restart() {
+      server.removeAllListeners('request')
+      server.closeAllConnections()
+      await closeDeps(app.deps)
+      app.deps = await buildDeps(config, { clock, log, generateKey })
+      app.simulator = app.deps.simulator?.state as SimulatorState
+      server.on('request', createApp(app.deps).callback())
+    },
     async close() {
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      await closeDeps(deps)
+      await closeDeps(app.deps)
     },
   }
   t.teardown(async () => {

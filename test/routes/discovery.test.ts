@@ -33,6 +33,12 @@ t.test('discovery metadata names the issuer exactly and every endpoint under it'
   t.equal(metadata.health_endpoint, `${app.url}/healthz`)
   t.equal(metadata.readiness_endpoint, `${app.url}/readyz`)
   t.equal(metadata.openapi_endpoint, `${app.url}/openapi.json`)
+  t.equal(metadata.account_export_endpoint, `${app.url}/account/export`)
+  t.equal(metadata.account_delete_endpoint, `${app.url}/account/delete`)
+  t.equal(metadata.events_endpoint, `${app.url}/events`)
+  t.same(metadata.events_endpoint_auth_methods_supported, ['client_secret_basic'])
+  t.equal(metadata.account_audience, `${app.url}/account`)
+  t.same(metadata.resources_supported, [])
 })
 
 t.test('the RFC 8414 location serves the same metadata', async (t) => {

@@ -68,7 +68,7 @@ t.test('an active access token is described with its claims, openid and unionid'
     client_id: DEV_APPID,
     sub: claims.sub,
     iss: app.url,
-    aud: 'minigate-api',
+    aud: ['minigate-api', `${app.url}/account`],
     iat: claims.iat,
     exp: claims.exp,
     jti: claims.jti,

@@ -207,7 +207,7 @@ t.test('GET /wechat/phone is 405', async (t) => {
   const app = await start(t)
   const response = await fetch(`${app.url}/wechat/phone`)
   t.equal(response.status, 405)
-  t.equal(response.headers.get('allow'), 'POST')
+  t.equal(response.headers.get('allow'), 'POST, DELETE', 'POST binds, DELETE removes')
 })
 
 const TRANSIENT: Array<{ mode: string; status: number; error: string; retryAfter: string | null }> = [

@@ -336,7 +336,10 @@ t.test('other methods on the POST, PATCH and GET endpoints are 405', async (t) =
       ['/introspect', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
       ['/logout', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
       ['/wechat/decrypt', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
-      ['/wechat/phone', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
+      ['/wechat/phone', ['POST', 'DELETE'], ['GET', 'PUT', 'PATCH', 'HEAD']],
+      ['/account/delete', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
+      ['/account/export', ['GET'], ['POST', 'PUT', 'DELETE', 'PATCH']],
+      ['/events', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
       ['/userinfo', ['GET', 'POST', 'PATCH'], ['PUT', 'DELETE', 'PROPFIND']],
       ['/userinfo/profile', ['POST'], ['GET', 'PUT', 'DELETE', 'PATCH', 'HEAD']],
     ]

@@ -183,6 +183,8 @@ function createClient(options) {
           profile: metadata.userinfo_profile_endpoint || base + '/userinfo/profile',
           picture: metadata.userinfo_picture_endpoint || base + '/userinfo/picture',
           phone: metadata.wechat_phone_endpoint || base + '/wechat/phone',
+          accountDelete: metadata.account_delete_endpoint || base + '/account/delete',
+          accountExport: metadata.account_export_endpoint || base + '/account/export',
         }
       })
       discovery.catch(function () {
@@ -404,6 +406,28 @@ function createClient(options) {
     bindPhone: function (code) {
       if (typeof code !== 'string' || code === '') return Promise.reject(new TypeError('bindPhone: pass the code of the getPhoneNumber event'))
       return callIssuer('phone', 'POST', { code: code })
+    },
+
+    /** Removes the user's phone number (DELETE /wechat/phone; wx.request can send DELETE). */
+    removePhone: function () {
+      return callIssuer('phone', 'DELETE').then(function () {})
+    },
+
+    /** Everything minigate holds about the user (GET /account/export), as an object. */
+    exportAccount: function () {
+      return callIssuer('accountExport', 'GET')
+    },
+
+    /**
+     * Deletes the user's account: a fresh wx.login() code proves the person is there, minigate deletes
+     * the account, and the tokens are forgotten. A later login() creates a new user.
+     */
+    deleteAccount: function () {
+      return wxLogin().then(function (code) {
+        return callIssuer('accountDelete', 'POST', { code: code })
+      }).then(function () {
+        save(null)
+      })
     },
 
     /**

@@ -5,6 +5,8 @@ export interface IssuerMetadata {
   issuer: string
   jwks_uri: string
   introspection_endpoint?: string
+  /** RFC 8936 Security Event Token polling (minigate's `events_endpoint`). */
+  events_endpoint?: string
 }
 
 /** How long a failed discovery is remembered before the next request tries again, ms. */
@@ -47,6 +49,7 @@ async function fetchMetadata(issuer: string, timeoutMs: number): Promise<IssuerM
     issuer,
     jwks_uri: metadata.jwks_uri,
     ...(isUrl(metadata.introspection_endpoint) ? { introspection_endpoint: metadata.introspection_endpoint } : {}),
+    ...(isUrl(metadata.events_endpoint) ? { events_endpoint: metadata.events_endpoint } : {}),
   }
 }
 

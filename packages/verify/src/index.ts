@@ -12,4 +12,5 @@ export { createVerifier, type Verifier, type VerifierOptions, type VerifyOptions
 export { requireScope, bearerToken, type KoaMiddleware, type ExpressMiddleware, type ScopeMiddleware, type KoaContextLike, type ExpressRequestLike, type ExpressResponseLike } from './middleware.js'
 export { scopesOf, type AccessTokenClaims } from './claims.js'
 export type { IntrospectionOptions } from './introspection.js'
+export { createEventPoller, EVENT_TYPE_URIS, type EventPoller, type EventPollerOptions, type PollResult, type SecurityEvent, type SecurityEventType } from './events.js'
 export { VerifyError, TokenRequired, InvalidRequest, InvalidToken, InsufficientScope, TemporarilyUnavailable, ConfigurationError } from './errors.js'

@@ -301,6 +301,30 @@ t.test('logout: ends the login at minigate and forgets the tokens', async (t) =>
   t.equal(client.isLoggedIn(), false)
 })
 
+t.test('removePhone, exportAccount and deleteAccount: the account lifecycle from the mini-program', async (t) => {
+  const { wx, client } = phone('oClientDelete')
+  await client.login()
+  const codeResponse = await app.postJson('/_dev/wechat/phone-code', { phone: '13800138009' })
+  await client.bindPhone(((await codeResponse.json()) as { code: string }).code)
+  await client.removePhone()
+  t.match(wx.calls.at(-1), { method: 'DELETE', statusCode: 204 })
+  t.notOk('phone_number' in (await client.getUser()), 'the phone number is gone')
+  const exported = await client.exportAccount()
+  t.match(exported, { wechat_identities: [{ openid: 'oClientDelete' }], phone: null })
+  const sub = exported.sub as string
+  const tokens = stored(wx) as Stored
+
+  const logins = wx.count('login')
+  await client.deleteAccount()
+  t.equal(wx.count('login'), logins + 1, 'a fresh wx.login() code confirmed it')
+  t.match(wx.calls.at(-1), { method: 'POST', statusCode: 204 })
+  t.equal(client.isLoggedIn(), false)
+  t.equal(stored(wx), '', 'the tokens are forgotten')
+  t.equal((await fetch(`${issuer}/userinfo`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 401, 'and dead')
+  await client.login()
+  t.not((await client.getUser()).sub, sub, 'logging in again makes a new user')
+})
+
 t.test('createClient checks its options; discovery must describe the issuer', async (t) => {
   const wx = createFakeWx({ issuer })
   t.throws(() => createClient(undefined as never), TypeError)

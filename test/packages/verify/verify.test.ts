@@ -41,7 +41,7 @@ t.test('a real access token verifies offline into typed claims', async (t) => {
   const discoveries = requestsTo(app, '/.well-known/openid-configuration')
   const claims = await verifier.verify(access)
   t.equal(claims.iss, issuer)
-  t.equal(claims.aud, audience)
+  t.same(claims.aud, [audience, `${issuer}/account`], 'the services and minigate\'s account endpoints')
   t.equal(claims.client_id, 'wx0000000000000dev')
   t.equal(claims.scope, 'openid profile phone')
   t.same(scopesOf(claims), ['openid', 'profile', 'phone'])
