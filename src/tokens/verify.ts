@@ -32,9 +32,25 @@ function stringClaims(payload: JWTPayload, names: string[]): void {
   }
 }
 
+const COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+
+/** Whether a segment is base64url as an encoder writes it (no stray bits in its last character). */
+function canonical(segment: string): boolean {
+  return Buffer.from(segment, 'base64url').toString('base64url') === segment
+}
+
+/**
+ * A compact JWS as minigate writes them: three canonical base64url segments. Base64 decoders skip
+ * characters they do not know and ignore a last character's spare bits, so without this check many
+ * spellings of one token would pass as the same token.
+ */
+function wellFormed(token: string): boolean {
+  return token.length > 0 && token.length <= MAX_TOKEN_LENGTH && COMPACT.test(token) && token.split('.').every(canonical)
+}
+
 /** RFC 8725: RS256 only, the `typ` of the expected kind, `iss`, `aud` and `exp` checked; `kid` is a lookup key only. */
 async function verify(deps: VerifyDeps, token: string, typ: string, audience: string | string[]): Promise<JWTPayload> {
-  if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new TokenRejected('the token is malformed or not signed by minigate')
+  if (!wellFormed(token)) throw new TokenRejected('the token is malformed or not signed by minigate')
   try {
     const { payload } = await jwtVerify(
       token,

@@ -2,7 +2,7 @@
  * Property-based fuzzing of token verification (src/tokens/verify.ts and its callers): mutations of real
  * tokens, JWS built from random headers and payloads signed by anything but minigate's key, and random
  * token-shaped strings, at /userinfo, /introspect, the refresh grant and /revoke. None is ever accepted
- * (a signature-segment re-encoding of the very same bytes aside), none makes a 5xx, none changes state.
+ * (not even the same bytes spelt another way), none makes a 5xx, none changes state.
  * Last, tokens signed with minigate's own key and random claim values: never a 5xx.
  */
 import { createHmac, generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
@@ -20,8 +20,10 @@ import {
   startApp,
   unhandled,
 } from './support.js'
+import { testDialect } from '../helpers/database.js'
 
-const RUNS = 100
+// The inputs fuzzed here are parsed before any database is reached: the PostgreSQL run needs fewer.
+const RUNS = testDialect === 'postgres' ? 30 : 100
 
 const app = await startApp(t)
 const secrets = new Secrets(app)
@@ -32,14 +34,6 @@ const realRefresh = real.refresh_token as string
 const realKey = app.deps.keys.active()
 const attacker = generateKeyPairSync('rsa', { modulusLength: 2048 })
 const publicPem = realKey.publicKey.export({ type: 'spki', format: 'pem' }) as string
-
-/** Whether two compact JWS carry the same header, payload and signature bytes (base64url may encode bytes more than one way). */
-function sameBytes(a: string, b: string): boolean {
-  const [ah, ap, as] = a.split('.')
-  const [bh, bp, bs] = b.split('.')
-  if (a.split('.').length !== 3 || b.split('.').length !== 3) return false
-  return ah === bh && ap === bp && Buffer.from(as ?? '', 'base64url').equals(Buffer.from(bs ?? '', 'base64url'))
-}
 
 interface Verdicts {
   userinfo?: number
@@ -120,7 +114,6 @@ function mutate(token: string, mutations: Array<{ op: string; at: number; char: 
 }
 
 t.test('mutations of real tokens are never accepted', async (t) => {
-  let reencoded = 0
   for (const [kind, token] of [['access', realAccess], ['refresh', realRefresh]] as const) {
     await check(t,
       `mutated ${kind} tokens`,
@@ -128,18 +121,12 @@ t.test('mutations of real tokens are never accepted', async (t) => {
         const mutated = mutate(token, mutations)
         if (mutated === token) return
         const verdicts = await present(mutated)
-        // Only the same bytes, spelt differently in the signature segment, may still pass as an access token;
-        // a refresh token is matched on its exact text, so never.
-        if (kind === 'access' && sameBytes(mutated, token) && (verdicts.userinfo === 200 || verdicts.introspect.startsWith('{"active":true'))) {
-          reencoded += 1
-          if (verdicts.refresh !== 400) throw new Error(`a re-encoded access token refreshed: ${verdicts.refresh}`)
-          return
-        }
+        // Not even the same bytes spelt differently (a character a decoder skips, a last character's
+        // spare bits): minigate reads only canonical base64url, so every spelling but the real one is refused.
         refused(verdicts, mutated)
       }),
     )
   }
-  t.comment(`access tokens accepted with a re-encoded (same bytes) signature segment: ${reencoded}`)
 })
 
 const algs = fc.oneof(fc.constantFrom('RS256', 'none', 'None', 'NONE', 'HS256', 'HS384', 'HS512', 'RS384', 'RS512', 'PS256', 'ES256', 'EdDSA', ''), fc.string({ maxLength: 8 }))

@@ -95,6 +95,30 @@ t.test('a refresh token needs a whole, non-negative generation', async (t) => {
   }
 })
 
+t.test('only the canonical spelling of a token is read: no skipped characters, no spare bits', async (t) => {
+  const d = deps()
+  const { token } = await mintRefreshToken(d, { sub: 'u', clientId: 'wx1', sid: 's', generation: 0, loginEndsAt: LOGIN_ENDS })
+  t.ok(await verifyRefreshToken(d, token), 'the token as minted')
+  const [header, payload, signature] = token.split('.') as [string, string, string]
+  // A 256-byte signature ends in a character with four spare bits: each of these spells the same bytes.
+  const last = signature.at(-1) as string
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+  const index = alphabet.indexOf(last)
+  const respelt = alphabet[index ^ 1] as string
+  t.same(Buffer.from(`${signature.slice(0, -1)}${respelt}`, 'base64url'), Buffer.from(signature, 'base64url'), 'the respelt signature decodes to the same bytes')
+  const spellings: Array<[string, string]> = [
+    ['a spare bit flipped in the last character', `${header}.${payload}.${signature.slice(0, -1)}${respelt}`],
+    ['a tab inside the signature', `${header}.${payload}.${signature.slice(0, 10)}\t${signature.slice(10)}`],
+    ['a space inside the payload', `${header}.${payload.slice(0, 5)} ${payload.slice(5)}`.concat(`.${signature}`)],
+    ['base64 padding', `${header}.${payload}.${signature}==`],
+    ['standard base64 characters', `${header}.${payload}.${signature.replace(/-/g, '+').replace(/_/g, '/')}`],
+  ]
+  for (const [name, spelt] of spellings) {
+    if (spelt === token) continue
+    t.match(await rejected(t, verifyRefreshToken(d, spelt), name), /malformed/, name)
+  }
+})
+
 t.test('a hand-built token with every claim verifies (the forgery tests below differ in one thing)', async (t) => {
   const claims = await verifyAccessToken(deps(), await rs256(accessClaims(), { typ: 'at+jwt', kid: ourKid }))
   t.equal(claims.sub, 'user-1')
