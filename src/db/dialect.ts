@@ -7,10 +7,15 @@ import {
   SqliteAdapter,
   SqliteDialect,
   SqliteDriver,
+  sql,
   type DatabaseConnection,
+  type DatabaseIntrospector,
+  type DatabaseMetadata,
   type DialectAdapter,
   type Kysely,
+  type SchemaMetadata,
   type SqliteDialectConfig,
+  type TableMetadata,
 } from 'kysely'
 import pg from 'pg'
 
@@ -166,6 +171,38 @@ export function postgresSettings(location: string): { connectionString: string; 
   return { connectionString: url.toString(), schema }
 }
 
+/**
+ * What Kysely's migrator asks of the database (which schemas and tables exist), answered from minigate's
+ * own schema only. Kysely's stock introspection reads every table of every schema, with functions that
+ * fail when another schema is dropped meanwhile, and costs more with each schema a shared database holds.
+ */
+class OwnSchemaIntrospector implements DatabaseIntrospector {
+  constructor(private readonly db: Kysely<any>) {}
+
+  async getSchemas(): Promise<SchemaMetadata[]> {
+    const { rows } = await sql<{ name: string }>`select nspname as name from pg_catalog.pg_namespace`.execute(this.db)
+    return rows
+  }
+
+  async getTables(): Promise<TableMetadata[]> {
+    const { rows } = await sql<{ name: string; schema: string; kind: string }>`
+      select c.relname as name, n.nspname as schema, c.relkind as kind
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = current_schema() and c.relkind in ('r', 'p', 'v', 'm')`.execute(this.db)
+    return rows.map(({ name, schema, kind }) => ({ name, schema, isView: kind === 'v' || kind === 'm', columns: [] }))
+  }
+
+  async getMetadata(): Promise<DatabaseMetadata> {
+    return { tables: await this.getTables() }
+  }
+}
+
+class MinigatePostgresDialect extends PostgresDialect {
+  override createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+    return new OwnSchemaIntrospector(db)
+  }
+}
+
 /** Opens a pool of PostgreSQL connections (READ COMMITTED, the default). */
 export function postgresDialect(location: string, options: { poolSize: number; applicationName: string }): PostgresDialect {
   const { connectionString, schema } = postgresSettings(location)
@@ -181,7 +218,7 @@ export function postgresDialect(location: string, options: { poolSize: number; a
   })
   // An idle client losing its connection (server restart) is not fatal: the pool replaces it.
   pool.on('error', () => {})
-  return new PostgresDialect({ pool })
+  return new MinigatePostgresDialect({ pool })
 }
 
 /**
