@@ -7,12 +7,14 @@ import t, { type Test } from 'tap'
 import { ConfigError } from '../src/config.js'
 import { KeyFileError } from '../src/keys/signing-keys.js'
 import { seedKeysDir } from './helpers/keys.js'
+import { scratchFolder } from './helpers/scratch.js'
 import { createLogger, type Logger } from '../src/log.js'
 import { start } from '../src/main.js'
 
 // One keys folder for every start of this file, holding a fixture key file that each start imports:
 // generating an RSA key each time is the slow part.
-const KEYS_DIR = join(t.testdir(), 'keys')
+// A folder of its own rather than t.testdir(), which tap's root test may empty while a start still reads it.
+const KEYS_DIR = join(scratchFolder('main').dir, 'keys')
 seedKeysDir(KEYS_DIR)
 
 function capture(): { log: Logger; lines: () => Array<Record<string, any>> } {

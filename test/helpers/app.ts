@@ -11,6 +11,7 @@ import type { KeyAdmin } from '../../src/keys/rotation.js'
 import { createLogger } from '../../src/log.js'
 import type { SimulatorState } from '../../src/wechat/simulator/state.js'
 import { TestClock } from './clock.js'
+import { scratchFolder } from './scratch.js'
 import { createFreshDatabase } from './database.js'
 import { fixtureKeyGenerator } from './keys.js'
 import { checkResponsesOf } from './openapi.js'
@@ -46,7 +47,7 @@ export interface TestApp {
  * document (src/openapi.ts): one that contradicts it fails the test. Rate limits are off unless `env` sets MINIGATE_RATE_LIMITS. Torn down with the test.
  */
 export async function startTestApp(t: Test, env: Record<string, string> = {}, clock = new TestClock()): Promise<TestApp> {
-  const dir = t.testdir()
+  const { dir, remove } = scratchFolder('app')
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
@@ -111,8 +112,9 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
       return body
     },
     async restart() {
+      // Keep-alive connections stay open: closing them here raced the client, which could still send
+      // its next request on a socket it had not yet seen closed ("other side closed").
       server.removeAllListeners('request')
-      server.closeAllConnections()
       await closeDeps(app.deps)
       app.deps = await buildDeps(config, { clock, log, generateKey })
       app.simulator = app.deps.simulator?.state as SimulatorState
@@ -127,6 +129,7 @@ export async function startTestApp(t: Test, env: Record<string, string> = {}, cl
   t.teardown(async () => {
     await app.close()
     await database.drop()
+    remove()
   })
   return app
 }

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { Test } from 'tap'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
+import { scratchFolder } from './scratch.js'
 
 /**
  * The database engine this test process runs on. The suite runs once on SQLite; with MINIGATE_TEST_PG
@@ -61,14 +60,14 @@ export async function freshDatabaseLocation(t: Test, dir: string): Promise<strin
  * lives in a folder of its own (not `t.testdir()`, which a second call would empty).
  */
 export async function openTestDatabase(t: Test): Promise<Db> {
-  const dir = mkdtempSync(join(tmpdir(), 'minigate-test-db-'))
+  const { dir, remove } = scratchFolder('test-db')
   const { location, drop } = await createFreshDatabase(dir)
   const db = openDatabase(location, { poolSize: 4 })
   await migrateToLatest(db)
   t.teardown(async () => {
     await db.destroy()
     await drop()
-    rmSync(dir, { recursive: true, force: true })
+    remove()
   })
   return db
 }

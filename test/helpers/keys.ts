@@ -1,5 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from '../../src/clock.js'
 import { defaults } from '../../src/config.js'
@@ -9,6 +8,7 @@ import { loadSecretBox, type SecretBox } from '../../src/keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from '../../src/keys/key-ring.js'
 import { TestClock } from './clock.js'
 import { openTestDatabase } from './database.js'
+import { scratchFolder } from './scratch.js'
 
 export const testTiming = keyTiming(defaults)
 
@@ -47,8 +47,7 @@ export function seedKeysDir(dir: string, index = 0): string {
 let shared: string | undefined
 export function sharedKeysDir(): string {
   if (!shared) {
-    const dir = mkdtempSync(join(tmpdir(), 'minigate-keys-'))
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+    const { dir } = scratchFolder('keys')
     seedKeysDir(dir)
     shared = dir
   }
