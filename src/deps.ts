@@ -2,7 +2,7 @@ import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { migrateToLatest, openDatabase, type Db, type Trx } from './db/connection.js'
 import { dialectOf } from './db/dialect.js'
-import { groupCommit } from './db/group-commit.js'
+import { groupCommit, walSync } from './db/group-commit.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
 import type { KeyGenerator } from './keys/signing-keys.js'
@@ -83,9 +83,12 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
   const wechatTokens = createAccessTokenManager({ wechat, clock: options.clock, log: options.log, api: config.wechatTokenApi })
   // One process serves every request of a SQLite database; several instances share a PostgreSQL one.
   const spentCodes = dialectOf(db) === 'postgres' ? databaseSpentCodes(db, options.clock) : memorySpentCodes()
-  // SQLite: one writer, every commit an fsync on the main thread: concurrent changes share commits.
+  // SQLite: one writer; concurrent changes share commits, made durable by a WAL fsync off the main thread.
   // PostgreSQL: a transaction per change on the pool; the server groups the WAL flushes itself.
-  const run: TransactionRunner = dialectOf(db) === 'postgres' ? (work) => db.transaction().execute(work) : groupCommit(db)
+  const run: TransactionRunner =
+    dialectOf(db) === 'postgres'
+      ? (work) => db.transaction().execute(work)
+      : groupCommit(db, config.dbFile === ':memory:' ? {} : { syncWal: walSync(config.dbFile) })
   // The one place transactions are timed: whatever runs them, every deps.transaction is measured.
   const transaction = metrics.timeTransactions(run)
   const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log, metrics, lifecycle: { draining: false } }

@@ -1,6 +1,9 @@
+import { join } from 'node:path'
+import { sql } from 'kysely'
 import t from 'tap'
-import { groupCommit } from '../../src/db/group-commit.js'
-import { openTestDatabase } from '../helpers/database.js'
+import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
+import { groupCommit, walSync } from '../../src/db/group-commit.js'
+import { openTestDatabase, testDialect } from '../helpers/database.js'
 
 const user = (id: string) => ({ id, unionid: null, created_at: 1, updated_at: 1 })
 
@@ -67,4 +70,102 @@ t.test('a batch that cannot commit fails every change in it, and the next batch 
   t.same(await db.selectFrom('users').select('id').execute(), [], 'nothing of the batch stayed')
   await transaction((trx) => trx.insertInto('users').values(user('ok')).execute())
   t.same((await db.selectFrom('users').select('id').execute()).map((row) => row.id), ['ok'], 'the next change commits')
+})
+
+const sqliteOnly = { skip: testDialect !== 'sqlite' && 'SQLite only: PostgreSQL makes its commits durable itself' }
+
+/** A WAL sync that the test ends by hand, one call at a time. */
+function manualSync(): { calls: Array<{ release: () => void; fail: (error: Error) => void }>; sync: () => Promise<void> } {
+  const calls: Array<{ release: () => void; fail: (error: Error) => void }> = []
+  return { calls, sync: () => new Promise<void>((release, fail) => calls.push({ release, fail })) }
+}
+
+/** Lets the event loop turn until `done()` holds (a bounded number of turns). */
+async function until(done: () => boolean | Promise<boolean>): Promise<void> {
+  for (let turn = 0; turn < 10_000 && !(await done()); turn++) await new Promise((resolve) => setImmediate(resolve))
+}
+
+/** Whether a promise has settled, after the event loop turned a few times. */
+async function hasSettled(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false
+  promise.then(() => (settled = true), () => (settled = true))
+  for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve))
+  return settled
+}
+
+const ids = async (db: Db) => (await db.selectFrom('users').select('id').orderBy('id').execute()).map((row) => row.id)
+
+t.test('with a WAL sync, a change is answered only once a sync that began after its commit has ended', sqliteOnly, async (t) => {
+  const db = await openTestDatabase(t)
+  const { calls, sync } = manualSync()
+  const transaction = groupCommit(db, { syncWal: sync })
+  const levels: number[] = []
+  const first = transaction(async (trx) => {
+    levels.push(Object.values((await sql`pragma synchronous`.execute(trx)).rows[0] as object)[0] as number)
+    await trx.insertInto('users').values(user('u1')).execute()
+    return 'first'
+  })
+  await until(() => calls.length === 1)
+  t.same(levels, [1], 'the batch commits at synchronous=NORMAL: no fsync on the main thread')
+  t.same(Object.values((await sql`pragma synchronous`.execute(db)).rows[0] as object), [2], 'and the connection is back at FULL for everything else')
+  t.same(await ids(db), ['u1'], 'committed: reads go on while the sync runs')
+  t.notOk(await hasSettled(first), 'not answered before its sync ended')
+
+  // Committed while the first sync runs, which may have begun before it: it waits for the next one.
+  const second = transaction((trx) => trx.insertInto('users').values(user('u2')).execute().then(() => 'second'))
+  await until(async () => (await ids(db)).length === 2)
+  t.equal(calls.length, 1, 'one sync at a time')
+  calls[0]?.release()
+  t.equal(await first, 'first')
+  t.notOk(await hasSettled(second), 'the second change waits for a sync that began after its commit')
+  await until(() => calls.length === 2)
+  calls[1]?.release()
+  t.equal(await second, 'second')
+})
+
+t.test('changes committed during one sync share the next', sqliteOnly, async (t) => {
+  const db = await openTestDatabase(t)
+  const { calls, sync } = manualSync()
+  const transaction = groupCommit(db, { syncWal: sync })
+  const first = transaction((trx) => trx.insertInto('users').values(user('a')).execute())
+  await until(() => calls.length === 1)
+  const later: Array<Promise<unknown>> = []
+  for (const id of ['b', 'c', 'd']) {
+    later.push(transaction((trx) => trx.insertInto('users').values(user(id)).execute()))
+    await until(async () => (await ids(db)).includes(id))
+  }
+  calls[0]?.release()
+  await first
+  await until(() => calls.length === 2)
+  calls[1]?.release()
+  await Promise.all(later)
+  t.equal(calls.length, 2, 'three batches, one fsync')
+})
+
+t.test('a failed WAL sync fails the changes that waited for it, and the next changes go on', sqliteOnly, async (t) => {
+  const db = await openTestDatabase(t)
+  const { calls, sync } = manualSync()
+  const transaction = groupCommit(db, { syncWal: sync })
+  const failed = transaction((trx) => trx.insertInto('users').values(user('u1')).execute())
+  await until(() => calls.length === 1)
+  calls[0]?.fail(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
+  await t.rejects(failed, { code: 'EIO' }, 'its caller is told: the change may not be on disk')
+  const next = transaction((trx) => trx.insertInto('users').values(user('u2')).execute().then(() => 'next'))
+  await until(() => calls.length === 2)
+  calls[1]?.release()
+  t.equal(await next, 'next')
+})
+
+t.test('walSync fsyncs the WAL file of a real database, and fails when there is none', sqliteOnly, async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'minigate.sqlite')
+  const db = openDatabase(file)
+  t.teardown(() => db.destroy())
+  await migrateToLatest(db)
+  const transaction = groupCommit(db, { syncWal: walSync(file) })
+  await Promise.all(['a', 'b', 'c'].map((id) => transaction((trx) => trx.insertInto('users').values(user(id)).execute())))
+  const reopened = openDatabase(file, { create: false })
+  t.same(await ids(reopened), ['a', 'b', 'c'])
+  await reopened.destroy()
+  await t.rejects(walSync(join(dir, 'missing.sqlite'))(), { code: 'ENOENT' })
 })
