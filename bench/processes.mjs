@@ -97,8 +97,10 @@ export function startSimulator(apps) {
  * lines (warnings and errors only, at MINIGATE_LOG_LEVEL=warn) are kept in `logs`.
  */
 export async function startMinigate(env, port) {
+  // MINIGATE_BENCH_NODE_ARGS: node options for the server only, e.g. to profile it (README "Benchmark").
+  const nodeArgs = (process.env.MINIGATE_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
   const child = track(
-    spawn(process.execPath, [paths.server], {
+    spawn(process.execPath, [...nodeArgs, paths.server], {
       env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
