@@ -11,6 +11,7 @@ import type { Logger } from './log.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
+import type { WeChatFetch } from './wechat/http.js'
 import { createSimulator, type Simulator } from './wechat/simulator/index.js'
 import { databaseSpentCodes, memorySpentCodes, type SpentCodes } from './wechat/spent-codes.js'
 
@@ -49,7 +50,8 @@ export interface AppDeps {
 export interface BuildOptions {
   clock: Clock
   log: Logger
-  fetch?: typeof fetch
+  /** The WeChat client's HTTP (see `createWeChatClient`). */
+  fetch?: WeChatFetch
   /** Makes new signing keys (RSA-2048 by default). */
   generateKey?: KeyGenerator
 }

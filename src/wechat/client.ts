@@ -3,6 +3,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { SESSION_KEY_FORMAT } from './crypto.js'
 import { failureOf, networkCauseOf, networkCauseText, WeChatError } from './errors.js'
+import { keepAliveFetch, type WeChatFetch } from './http.js'
 
 /** What `code2Session` yields. `sessionKey` never leaves the server. */
 export interface WeChatSession {
@@ -43,7 +44,8 @@ export interface WeChatClientOptions {
   log: Logger
   /** Counts calls by api and outcome, and times them. */
   metrics?: Pick<Metrics, 'wechatCalls' | 'wechatCallDuration'>
-  fetch?: typeof fetch
+  /** The HTTP client; `keepAliveFetch()` unless given (tests pass stubs, or the global `fetch`). */
+  fetch?: WeChatFetch
 }
 
 /**
@@ -54,7 +56,7 @@ export interface WeChatClientOptions {
  * @example const wechat = createWeChatClient({ apiBase, apps, timeoutMs: 5000, log })
  */
 export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
-  const doFetch = options.fetch ?? fetch
+  const doFetch = options.fetch ?? keepAliveFetch()
   const secrets = new Map(options.apps.map((app) => [app.appid, app.secret]))
   const base = options.apiBase.replace(/\/+$/, '')
   const metrics = options.metrics
