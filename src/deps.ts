@@ -2,12 +2,12 @@ import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { migrateToLatest, openDatabase, type Db, type Trx } from './db/connection.js'
 import { dialectOf } from './db/dialect.js'
-import { groupCommit, walSync } from './db/group-commit.js'
+import { groupCommit, openWalSync, type WalSync } from './db/group-commit.js'
 import { loadSecretBox, type SecretBox } from './keys/data-key.js'
 import { keyTiming, openKeyRing, type KeyRing } from './keys/key-ring.js'
 import type { KeyGenerator } from './keys/signing-keys.js'
 import { createRateLimits, type RateLimits } from './http/rate-limit.js'
-import type { Logger } from './log.js'
+import { safeError, type Logger } from './log.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { createAccessTokenManager, type AccessTokenManager } from './wechat/access-token.js'
 import { createWeChatClient, type WeChatClient } from './wechat/client.js'
@@ -41,10 +41,21 @@ export interface AppDeps {
   log: Logger
   /** This app's Prometheus metrics (a registry of its own). */
   metrics: Metrics
-  /** Set by the server's `close()`: /readyz answers 503 while in-flight requests finish. */
-  lifecycle: { draining: boolean }
+  lifecycle: Lifecycle
   /** The WeChat simulator, when it is on: mounted at `/_dev/wechat`. */
   simulator?: Simulator
+}
+
+/** The server's state beyond its requests. */
+export interface Lifecycle {
+  /** Set by the server's `close()`: /readyz answers 503 while in-flight requests finish. */
+  draining: boolean
+  /** Set when SQLite's WAL could not be made durable: /healthz and /readyz answer 503, writes are refused. */
+  storageFailed: boolean
+  /** Called then; the server (main.ts) shuts down and exits 1 so that a supervisor restarts it. */
+  onStorageFailure?: () => void
+  /** The SQLite WAL file held open for syncs, closed with the database. */
+  wal?: WalSync
 }
 
 export interface BuildOptions {
@@ -87,13 +98,21 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
   const spentCodes = dialectOf(db) === 'postgres' ? databaseSpentCodes(db, options.clock) : memorySpentCodes()
   // SQLite: one writer; concurrent changes share commits, made durable by a WAL fsync off the main thread.
   // PostgreSQL: a transaction per change on the pool; the server groups the WAL flushes itself.
-  const run: TransactionRunner =
-    dialectOf(db) === 'postgres'
-      ? (work) => db.transaction().execute(work)
-      : groupCommit(db, config.dbFile === ':memory:' ? {} : { syncWal: walSync(config.dbFile) })
+  const lifecycle: Lifecycle = { draining: false, storageFailed: false }
+  let run: TransactionRunner = (work) => db.transaction().execute(work)
+  if (dialectOf(db) === 'sqlite') {
+    const wal = openWalSync(config.dbFile)
+    if (wal) lifecycle.wal = wal
+    const onFailure = (error: unknown) => {
+      lifecycle.storageFailed = true
+      options.log.fatal({ err: safeError(error) }, 'the database WAL could not be synced to disk: changes are refused from now on; restart the server')
+      lifecycle.onStorageFailure?.()
+    }
+    run = groupCommit(db, wal ? { syncWal: () => wal.sync(), onFailure } : {})
+  }
   // The one place transactions are timed: whatever runs them, every deps.transaction is measured.
   const transaction = metrics.timeTransactions(run)
-  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log, metrics, lifecycle: { draining: false } }
+  const deps: AppDeps = { config, db, transaction, keys, secretBox, wechat, wechatTokens, spentCodes, clock: options.clock, log: options.log, metrics, lifecycle }
   if (config.rateLimits) deps.limits = createRateLimits(config.rateLimits, options.clock, metrics)
   if (config.simulator) deps.simulator = createSimulator({ apps: config.apps, clock: options.clock })
   return deps
@@ -103,5 +122,7 @@ export async function buildDeps(config: Config, options: BuildOptions): Promise<
 export async function closeDeps(deps: AppDeps): Promise<void> {
   deps.spentCodes.close()
   deps.wechatTokens.close()
+  deps.wechat.close()
   await deps.db.destroy()
+  deps.lifecycle.wal?.close()
 }

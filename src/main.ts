@@ -198,6 +198,13 @@ async function main(): Promise<void> {
     process.exit(1)
   }
   let stopping = false
+  // The database can no longer be written durably (a WAL fsync failed): stop and exit 1, so that the
+  // supervisor restarts minigate and SQLite recovers from what the disk holds.
+  running.deps.lifecycle.onStorageFailure = () => {
+    if (stopping) return
+    stopping = true
+    void running.close().finally(() => process.exit(1))
+  }
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
       if (stopping) {

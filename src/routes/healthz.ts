@@ -5,14 +5,16 @@ import { requestLogger } from '../http/request-log.js'
 import { safeError } from '../log.js'
 
 /**
- * `GET /healthz` (liveness): 200 when the database answers and a signing key is loaded, else 503. It
- * stays 200 while the server drains on shutdown; `/readyz` is the check that turns 503 then.
+ * `GET /healthz` (liveness): 200 when the database answers (and can be written durably) and a signing
+ * key is loaded, else 503. It stays 200 while the server drains on shutdown; `/readyz` is the check that
+ * turns 503 then.
  */
 export function mountHealthz(router: Router, deps: AppDeps): void {
   router.get('/healthz', async function healthz(ctx) {
     ctx.set('Cache-Control', 'no-store')
     try {
       await ping(deps.db)
+      if (deps.lifecycle.storageFailed) throw new Error('the database WAL could not be synced to disk')
       deps.keys.active()
       ctx.body = { status: 'ok' }
     } catch (error) {

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { SESSION_KEY_FORMAT } from './crypto.js'
 import { failureOf, networkCauseOf, networkCauseText, WeChatError } from './errors.js'
-import { keepAliveFetch, type WeChatFetch } from './http.js'
+import { keepAliveFetch, type ClosableFetch, type WeChatFetch } from './http.js'
 
 /** What `code2Session` yields. `sessionKey` never leaves the server. */
 export interface WeChatSession {
@@ -34,6 +34,8 @@ export interface WeChatClient {
   fetchAccessToken(appid: string, api: 'stable_token' | 'token', log?: Logger): Promise<WeChatAccessToken>
   /** Trades a getPhoneNumber button code for the user's phone number (`/wxa/business/getuserphonenumber`). */
   getPhoneNumber(appid: string, accessToken: string, code: string, log?: Logger): Promise<WeChatPhone>
+  /** Ends the kept-alive connections to WeChat (not those of an injected fetch). */
+  close(): void
 }
 
 export interface WeChatClientOptions {
@@ -56,7 +58,8 @@ export interface WeChatClientOptions {
  * @example const wechat = createWeChatClient({ apiBase, apps, timeoutMs: 5000, log })
  */
 export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
-  const doFetch = options.fetch ?? keepAliveFetch()
+  const ownFetch = options.fetch ? undefined : keepAliveFetch()
+  const doFetch = options.fetch ?? (ownFetch as ClosableFetch)
   const secrets = new Map(options.apps.map((app) => [app.appid, app.secret]))
   const base = options.apiBase.replace(/\/+$/, '')
   const metrics = options.metrics
@@ -154,6 +157,10 @@ export function createWeChatClient(options: WeChatClientOptions): WeChatClient {
   }
 
   return {
+    close() {
+      ownFetch?.close()
+    },
+
     async code2Session(appid, code, log) {
       const secret = secretOf(appid)
       return call({

@@ -4,6 +4,9 @@ import https from 'node:https'
 /** What the WeChat client needs of an HTTP exchange: fetch's shape, so a test can pass `fetch` itself. */
 export type WeChatFetch = (url: string, init: RequestInit) => Promise<Pick<Response, 'status' | 'text'>>
 
+/** `keepAliveFetch`'s fetch, with `close()` to end its kept-alive connections. */
+export type ClosableFetch = WeChatFetch & { close(): void }
+
 /** WeChat's answers are a few hundred bytes; anything far larger is not WeChat. */
 const MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -18,12 +21,12 @@ const IDLE_SOCKET_MS = 4000
  *
  * @example const wechatFetch = keepAliveFetch(); const { status } = await wechatFetch(url, { signal })
  */
-export function keepAliveFetch(): WeChatFetch {
+export function keepAliveFetch(): ClosableFetch {
   const agents = {
     'http:': new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS }),
     'https:': new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS }),
   }
-  return (url, init) =>
+  const wechatFetch: WeChatFetch = (url, init) =>
     new Promise((resolve, reject) => {
       const target = new URL(url)
       const secure = target.protocol === 'https:'
@@ -50,4 +53,10 @@ export function keepAliveFetch(): WeChatFetch {
       })
       request.end(typeof init.body === 'string' ? init.body : undefined)
     })
+  return Object.assign(wechatFetch, {
+    close() {
+      agents['http:'].destroy()
+      agents['https:'].destroy()
+    },
+  })
 }

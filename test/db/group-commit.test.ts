@@ -1,8 +1,9 @@
+import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import t from 'tap'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
-import { groupCommit, walSync } from '../../src/db/group-commit.js'
+import { DurabilityLost, groupCommit, openWalSync } from '../../src/db/group-commit.js'
 import { openTestDatabase, testDialect } from '../helpers/database.js'
 
 const user = (id: string) => ({ id, unionid: null, created_at: 1, updated_at: 1 })
@@ -142,30 +143,69 @@ t.test('changes committed during one sync share the next', sqliteOnly, async (t)
   t.equal(calls.length, 2, 'three batches, one fsync')
 })
 
-t.test('a failed WAL sync fails the changes that waited for it, and the next changes go on', sqliteOnly, async (t) => {
+t.test('a failed WAL sync fails the changes that waited for it, and every change after it', sqliteOnly, async (t) => {
+  // Linux reports a failed write-back to one fsync only: a later sync that succeeds does not make the
+  // lost pages durable, and a change acknowledged then could vanish with them.
+  const db = await openTestDatabase(t)
+  const { calls, sync } = manualSync()
+  const failures: unknown[] = []
+  const transaction = groupCommit(db, { syncWal: sync, onFailure: (error) => failures.push(error) })
+  const failed = transaction((trx) => trx.insertInto('users').values(user('u1')).execute())
+  await until(() => calls.length === 1)
+  const waiting = transaction((trx) => trx.insertInto('users').values(user('u2')).execute()).then(() => undefined, (error: unknown) => error)
+  await until(async () => (await ids(db)).length === 2)
+  calls[0]?.fail(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
+  const refusal = await failed.then(() => undefined, (error: unknown) => error)
+  t.type(refusal, DurabilityLost, 'its caller is told: the change may not be on disk')
+  t.match((refusal as Error).cause, { code: 'EIO' })
+  t.type(await waiting, DurabilityLost, 'so is the one that waited for the next sync')
+  await t.rejects(transaction((trx) => trx.insertInto('users').values(user('u3')).execute()), DurabilityLost, 'and every change after')
+  t.equal(calls.length, 1, 'no sync is tried again')
+  t.equal(failures.length, 1, 'onFailure is called once')
+  t.same(await ids(db), ['u1', 'u2'], 'nothing was written after the failure')
+})
+
+t.test('with a WAL sync, a batch that cannot commit fails every change in it and leaves the connection at FULL', sqliteOnly, async (t) => {
   const db = await openTestDatabase(t)
   const { calls, sync } = manualSync()
   const transaction = groupCommit(db, { syncWal: sync })
-  const failed = transaction((trx) => trx.insertInto('users').values(user('u1')).execute())
+  // A foreign key checked at COMMIT (deferred) makes the COMMIT itself fail.
+  const results = await Promise.allSettled([
+    transaction((trx) => trx.insertInto('users').values(user('fine')).execute()),
+    transaction(async (trx) => {
+      await sql`pragma defer_foreign_keys = on`.execute(trx)
+      await trx.insertInto('login_sessions').values({ id: 's', user_id: 'nobody', client_id: 'wx', scope: 'profile', created_at: 1, last_used_at: 1, expires_at: 9 }).execute()
+    }),
+  ])
+  t.same(results.map((result) => result.status), ['rejected', 'rejected'], 'both changes of the batch fail with the COMMIT')
+  t.same(Object.values((await sql`pragma synchronous`.execute(db)).rows[0] as object), [2], 'the connection is at FULL again')
+  t.same(await ids(db), [], 'nothing of the batch stayed')
+  t.equal(calls.length, 0, 'nothing to sync')
+  const next = transaction((trx) => trx.insertInto('users').values(user('next')).execute().then(() => 'next'))
   await until(() => calls.length === 1)
-  calls[0]?.fail(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
-  await t.rejects(failed, { code: 'EIO' }, 'its caller is told: the change may not be on disk')
-  const next = transaction((trx) => trx.insertInto('users').values(user('u2')).execute().then(() => 'next'))
-  await until(() => calls.length === 2)
-  calls[1]?.release()
-  t.equal(await next, 'next')
+  calls[0]?.release()
+  t.equal(await next, 'next', 'the next change commits')
 })
 
-t.test('walSync fsyncs the WAL file of a real database, and fails when there is none', sqliteOnly, async (t) => {
-  const dir = t.testdir()
-  const file = join(dir, 'minigate.sqlite')
+t.test('openWalSync holds the WAL file SQLite writes (after symbolic links) and fdatasyncs it', sqliteOnly, async (t) => {
+  const dir = t.testdir({ real: {} })
+  const file = join(dir, 'real', 'minigate.sqlite')
   const db = openDatabase(file)
   t.teardown(() => db.destroy())
   await migrateToLatest(db)
-  const transaction = groupCommit(db, { syncWal: walSync(file) })
+  // MINIGATE_DB naming a link to the file: SQLite resolves it and writes real/minigate.sqlite-wal.
+  const link = join(dir, 'link.sqlite')
+  symlinkSync(file, link)
+  const wal = openWalSync(link)
+  t.ok(wal, 'found through the link')
+  t.teardown(() => wal?.close())
+  const transaction = groupCommit(db, { syncWal: (wal as NonNullable<typeof wal>).sync })
   await Promise.all(['a', 'b', 'c'].map((id) => transaction((trx) => trx.insertInto('users').values(user(id)).execute())))
   const reopened = openDatabase(file, { create: false })
   t.same(await ids(reopened), ['a', 'b', 'c'])
   await reopened.destroy()
-  await t.rejects(walSync(join(dir, 'missing.sqlite'))(), { code: 'ENOENT' })
+  wal?.close()
+  t.doesNotThrow(() => wal?.close(), 'closing twice is harmless (closeDeps may run twice)')
+  t.equal(openWalSync(':memory:'), undefined, 'an in-memory database has no WAL')
+  t.equal(openWalSync(join(dir, 'none.sqlite')), undefined, 'nor has a database without a -wal file (not in WAL mode)')
 })

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 const folders = new Set<string>()
+// One listener for the process, however many folders come and go.
+process.once('exit', () => folders.forEach((dir) => rmSync(dir, { recursive: true, force: true })))
 
 /**
  * A new empty folder under the system's temporary folder, deleted by `remove` or, at the latest, when the
@@ -10,7 +12,6 @@ const folders = new Set<string>()
  * (Not t.testdir(): a second folder in the same test, or one at a file's top level, would empty the first.)
  */
 export function scratchFolder(prefix: string): { dir: string; remove: () => void } {
-  if (folders.size === 0) process.once('exit', () => folders.forEach((dir) => rmSync(dir, { recursive: true, force: true })))
   const dir = mkdtempSync(join(tmpdir(), `minigate-${prefix}-`))
   folders.add(dir)
   return {

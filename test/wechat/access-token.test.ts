@@ -46,6 +46,8 @@ class FakeWeChat implements WeChatClient {
     return Promise.resolve({ accessToken: `T${this.issued}`, expiresIn: this.expiresIn })
   }
 
+  close(): void {}
+
   code2Session(): never {
     throw new Error('not used by the access_token manager')
   }

@@ -8,6 +8,7 @@ import { keepAliveFetch } from '../../src/wechat/http.js'
 async function serve(t: Test, answer: (request: IncomingMessage, body: string) => { status: number; body: string | Buffer } | undefined) {
   const requests: Array<{ method: string; url: string; headers: IncomingMessage['headers']; body: string }> = []
   let connections = 0
+  let open = 0
   const server: Server = createServer((request, response) => {
     let body = ''
     request.on('data', (chunk: Buffer) => (body += chunk.toString()))
@@ -19,13 +20,17 @@ async function serve(t: Test, answer: (request: IncomingMessage, body: string) =
       response.end(reply.body)
     })
   })
-  server.on('connection', () => (connections += 1))
+  server.on('connection', (socket) => {
+    connections += 1
+    open += 1
+    socket.on('close', () => (open -= 1))
+  })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => {
     server.closeAllConnections()
     return new Promise<void>((resolve) => server.close(() => resolve()))
   })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, connections: () => connections }
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, connections: () => connections, open: () => open }
 }
 
 t.test('GET and POST as WeChat expects them, over one kept-alive connection', async (t) => {
@@ -58,4 +63,14 @@ t.test('aborting the signal aborts the call', async (t) => {
   const call = keepAliveFetch()(`${server.url}/sns/jscode2session`, { signal: abort.signal })
   setTimeout(() => abort.abort(), 20)
   await t.rejects(call, { name: 'AbortError' })
+})
+
+t.test('close() ends the kept-alive connections', async (t) => {
+  const server = await serve(t, () => ({ status: 200, body: '{}' }))
+  const wechatFetch = keepAliveFetch()
+  await (await wechatFetch(`${server.url}/sns/jscode2session`, {})).text()
+  t.equal(server.open(), 1, 'kept alive after the call')
+  wechatFetch.close()
+  for (let turn = 0; turn < 1000 && server.open() > 0; turn++) await new Promise((resolve) => setTimeout(resolve, 1))
+  t.equal(server.open(), 0, 'closed by close()')
 })
