@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { sql, Kysely, Migrator, type Migration, type MigrationProvider, type MigrationResultSet, type Transaction } from 'kysely'
+import type { Migration, MigrationProvider, MigrationResultSet, Transaction } from 'kysely'
+import { sql, Kysely, Migrator } from './kysely.js'
 import { dialectOf, isPostgresUrl, postgresDialect, sqliteDialect } from './dialect.js'
 import * as initial from './migrations/0001-initial.js'
 import * as tokenLifecycle from './migrations/0002-token-lifecycle.js'

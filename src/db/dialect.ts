@@ -1,22 +1,7 @@
 import { closeSync, existsSync, openSync } from 'node:fs'
 import SQLite from 'better-sqlite3'
-import {
-  CompiledQuery,
-  PostgresAdapter,
-  PostgresDialect,
-  SqliteAdapter,
-  SqliteDialect,
-  SqliteDriver,
-  sql,
-  type DatabaseConnection,
-  type DatabaseIntrospector,
-  type DatabaseMetadata,
-  type DialectAdapter,
-  type Kysely,
-  type SchemaMetadata,
-  type SqliteDialectConfig,
-  type TableMetadata,
-} from 'kysely'
+import type { DatabaseConnection, DatabaseIntrospector, DatabaseMetadata, DialectAdapter, Kysely, SchemaMetadata, SqliteDialectConfig, TableMetadata } from 'kysely'
+import { CompiledQuery, PostgresAdapter, PostgresDialect, SqliteAdapter, SqliteDialect, SqliteDriver, sql } from './kysely.js'
 import pg from 'pg'
 
 /**

@@ -1,5 +1,5 @@
 import { closeSync, fdatasync, openSync, realpathSync } from 'node:fs'
-import { sql } from 'kysely'
+import { sql } from './kysely.js'
 import type { Db, Trx } from './connection.js'
 
 interface Pending {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { sql, type Kysely } from 'kysely'
+import type { Kysely } from 'kysely'
+import { sql } from './kysely.js'
 import type { Trx } from './connection.js'
 import { dialectOf, forUpdate } from './dialect.js'
 import type { Database, SecurityEvent } from './schema.js'

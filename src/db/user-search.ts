@@ -1,4 +1,5 @@
-import { sql, type Expression, type Kysely, type SqlBool } from 'kysely'
+import type { Expression, Kysely, SqlBool } from 'kysely'
+import { sql } from './kysely.js'
 import type { Database, User, WeChatIdentity } from './schema.js'
 
 type Q = Kysely<Database>

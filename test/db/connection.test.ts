@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t, { type Test } from 'tap'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
 import { DatabaseMissing } from '../../src/db/dialect.js'

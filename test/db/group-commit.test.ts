@@ -1,6 +1,6 @@
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { migrateToLatest, openDatabase, type Db } from '../../src/db/connection.js'
 import { DurabilityLost, groupCommit, openWalSync } from '../../src/db/group-commit.js'

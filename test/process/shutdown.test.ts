@@ -1,6 +1,6 @@
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import t from 'tap'
 import { openDatabase } from '../../src/db/connection.js'
 import { freshDatabaseLocation, testDialect } from '../helpers/database.js'

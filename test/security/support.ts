@@ -7,7 +7,7 @@
 import { connect } from 'node:net'
 import fc from 'fast-check'
 import type { Test } from 'tap'
-import { sql } from 'kysely'
+import { sql } from '../../src/db/kysely.js'
 import { testDialect } from '../helpers/database.js'
 import { DEV_APP } from '../../src/config.js'
 import { sharedKeysDir } from '../helpers/keys.js'

@@ -1,4 +1,5 @@
-import { sql, type Kysely } from 'kysely'
+import type { Kysely } from 'kysely'
+import { sql } from '../kysely.js'
 import { columnTypes } from './column-types.js'
 
 // 1. Refresh tokens are rotated by a generation counter on their login's row (one row per login instead

@@ -1,4 +1,5 @@
-import { PostgresAdapter, type ColumnDefinitionBuilder, type CreateTableBuilder, type Kysely } from 'kysely'
+import type { ColumnDefinitionBuilder, CreateTableBuilder, Kysely } from 'kysely'
+import { PostgresAdapter } from '../kysely.js'
 
 /**
  * The column types whose names differ between SQLite and PostgreSQL, for migrations (which must not
