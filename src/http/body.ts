@@ -26,6 +26,18 @@ function bodyless(ctx: Context): boolean {
   return ctx.get('Content-Type') === '' && ctx.get('Transfer-Encoding') === '' && !(Number(ctx.get('Content-Length')) > 0)
 }
 
+/** Reads the body with koa-bodyparser; its refusals become OAuth errors (413, 415, else 400). */
+async function readBody(ctx: Context): Promise<void> {
+  try {
+    await parser(ctx, async () => {})
+  } catch (error) {
+    const status = (error as { status?: unknown }).status
+    if (status === 413) throw new PayloadTooLarge('the request body is too large')
+    if (status === 415) throw new UnsupportedMediaType('the request body has an unsupported encoding or charset')
+    throw new InvalidRequest('the request body is malformed')
+  }
+}
+
 /**
  * Parses a form or JSON body (RFC 6749 §3.2 endpoints) into `ctx.state.params`. No body at all is
  * `invalid_request`; another content type is 415; a malformed body, a repeated parameter, or a value
@@ -41,14 +53,7 @@ export function parseParams(types: Array<'form' | 'json'> = ['form', 'json'], op
     if (!ctx.request.is(...accepted)) {
       throw new UnsupportedMediaType(`the body must be ${accepted.join(' or ')}`)
     }
-    try {
-      await parser(ctx, async () => {})
-    } catch (error) {
-      const status = (error as { status?: unknown }).status
-      if (status === 413) throw new PayloadTooLarge('the request body is too large')
-      if (status === 415) throw new UnsupportedMediaType('the request body has an unsupported encoding or charset')
-      throw new InvalidRequest('the request body is malformed')
-    }
+    await readBody(ctx)
     const params = toParams(ctx.request.body, options.scalars ?? false)
     if (ctx.request.is(JSON_TYPE)) {
       const repeated = repeatedJsonKey((ctx.request as { rawBody?: string }).rawBody ?? '')
@@ -125,14 +130,7 @@ export function parseJsonObject(): Middleware {
   return async function parseJsonObjectMiddleware(ctx: Context, next: Next) {
     if (bodyless(ctx)) throw new InvalidRequest(`the request body is required: send a JSON object`)
     if (!ctx.request.is(JSON_TYPE)) throw new UnsupportedMediaType(`the body must be ${JSON_TYPE}`)
-    try {
-      await parser(ctx, async () => {})
-    } catch (error) {
-      const status = (error as { status?: unknown }).status
-      if (status === 413) throw new PayloadTooLarge('the request body is too large')
-      if (status === 415) throw new UnsupportedMediaType('the request body has an unsupported encoding or charset')
-      throw new InvalidRequest('the request body is malformed')
-    }
+    await readBody(ctx)
     const body: unknown = ctx.request.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('the body must be a JSON object')
     ctx.state.json = body
